@@ -1,0 +1,40 @@
+"""Read-only view of certbot's tree: `<config_dir>/live/<site>/` -> ObservedCert and file bytes.
+
+Never runs certbot: reading and parsing a lineage costs well under a millisecond.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tlsbridge.adapters.publish import CertFiles
+from tlsbridge.certinfo import parse_pem
+from tlsbridge.model import ObservedCert
+
+
+class CertStore:
+    def __init__(self, config_dir: Path) -> None:
+        self.config_dir = config_dir
+
+    def live_dir(self, site: str) -> Path:
+        return self.config_dir / "live" / site
+
+    def observe(self, site: str) -> ObservedCert | None:
+        """The lineage's current certificate, or None when certbot holds none for the site."""
+        try:
+            pem = (self.live_dir(site) / "cert.pem").read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return parse_pem(pem)
+
+    def files(self, site: str) -> CertFiles | None:
+        live = self.live_dir(site)
+        try:
+            return CertFiles(
+                fullchain=(live / "fullchain.pem").read_bytes(),
+                privkey=(live / "privkey.pem").read_bytes(),
+                chain=(live / "chain.pem").read_bytes(),
+                cert=(live / "cert.pem").read_bytes(),
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            return None

@@ -1,0 +1,41 @@
+"""Durations as people write them in YAML: 30d, 12h, 90m, 45s, 1d12h, 1w."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_PART = re.compile(r"(\d+)([wdhms])")
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse `1d12h`-style text; raises ValueError naming what is wrong."""
+    compact = text.strip().lower().replace(" ", "")
+    if not compact:
+        raise ValueError("empty duration")
+    seconds = 0
+    pos = 0
+    for match in _PART.finditer(compact):
+        if match.start() != pos:
+            break
+        seconds += int(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(compact):
+        raise ValueError(f"{text!r} is not a duration like 30d, 12h, 90m or 1d12h")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta) -> str:
+    """The shortest `1d12h` form of a duration (seconds precision)."""
+    seconds = int(delta.total_seconds())
+    if seconds == 0:
+        return "0s"
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            out.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return sign + "".join(out)

@@ -1,0 +1,80 @@
+"""Value types shared by the pure core and the adapters. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class ObservedCert:
+    """A certificate as read from disk (certbot's lineage or the published folder)."""
+
+    serial: int
+    not_before: datetime
+    not_after: datetime
+    domains: tuple[str, ...]
+    key_type: str  # same vocabulary as acme.key_type: ecdsa, ecdsa-p384, rsa2048, ...
+    issuer: str
+    fingerprint: str  # sha256 of the leaf's DER, hex
+    placeholder: bool = False
+    ari_cert_id: str | None = None  # RFC 9773 certificate identifier, when the cert has an AKI
+
+    @property
+    def serial_hex(self) -> str:
+        return format(self.serial, "x")
+
+    @property
+    def lifetime(self) -> timedelta:
+        return self.not_after - self.not_before
+
+
+@dataclass(frozen=True)
+class AriWindow:
+    """The CA's suggested renewal window for one certificate (RFC 9773)."""
+
+    start: datetime
+    end: datetime
+    retry_after: datetime  # do not ask again before this
+    explanation_url: str | None = None
+
+
+class Action(enum.StrEnum):
+    NONE = "none"
+    ISSUE = "issue"  # no certificate yet
+    REISSUE = "reissue"  # domains or key type changed: a new order under the same cert name
+    RENEW = "renew"  # due
+    PUBLISH = "publish"  # certbot holds a certificate that is not what is published
+    WAIT = "wait"  # failing, backing off
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do for a site and why. `reason` is a CamelCase word, `message` a sentence."""
+
+    action: Action
+    reason: str
+    message: str
+    renew_at: datetime | None = None
+
+    def __str__(self) -> str:
+        return f"{self.action.value}: {self.reason}: {self.message}"
+
+
+@dataclass
+class SiteState:
+    """What tlsbridge remembers about a site between runs (persisted in the state store)."""
+
+    chosen_renewal: datetime | None = None  # the moment picked once inside the ARI window
+    chosen_for: str | None = None  # fingerprint of the certificate the choice was for
+    ari: AriWindow | None = None
+    ari_for: str | None = None  # fingerprint of the certificate the ARI window belongs to
+    failures: int = 0
+    next_attempt: datetime | None = None
+    last_error: str | None = None
+    last_reason: str | None = None
+    last_attempt: datetime | None = None
+    last_success: datetime | None = None
+    config_hash: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)

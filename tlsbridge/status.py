@@ -1,0 +1,119 @@
+"""Per-site status from local files only: certbot's lineage, the published folder, the state store."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tlsbridge import policy
+from tlsbridge.adapters.certstore import CertStore
+from tlsbridge.adapters.publish import Publisher
+from tlsbridge.adapters.statestore import StateStore
+from tlsbridge.certinfo import parse_pem
+from tlsbridge.config import Config
+from tlsbridge.model import ObservedCert, SiteState
+
+
+@dataclass(frozen=True)
+class SiteStatus:
+    name: str
+    domains: tuple[str, ...]
+    cert: ObservedCert | None  # what is published (a placeholder included), else certbot's lineage
+    renew_after: datetime | None
+    published: str
+    state: str
+    last_error: str | None
+    site_state: SiteState
+
+    def as_json(self) -> dict[str, Any]:
+        c = self.cert
+        return {
+            "name": self.name,
+            "domains": list(self.domains),
+            "serial": c.serial_hex if c else None,
+            "not_before": _iso(c.not_before) if c else None,
+            "not_after": _iso(c.not_after) if c else None,
+            "renew_after": _iso(self.renew_after) if self.renew_after else None,
+            "issuer": c.issuer if c else None,
+            "published": self.published,
+            "state": self.state,
+            "last_error": self.last_error,
+        }
+
+
+def collect(cfg: Config, now: datetime) -> list[SiteStatus]:
+    certstore = CertStore(cfg.certbot.config_dir)
+    publisher = Publisher(cfg.publish.dir)
+    states = StateStore(cfg.state.dir).load_all()
+    out = []
+    for site in cfg.sites.values():
+        st = states.get(site.name) or SiteState()
+        lineage = certstore.observe(site.name)
+        published_pem = publisher.read(site.name)
+        published = parse_pem(published_pem) if published_pem else None
+        cert = published if published is not None else lineage
+        renew_after = None
+        if lineage is not None:
+            ari = st.ari if st.ari_for == lineage.fingerprint else None
+            chosen = st.chosen_renewal if st.chosen_for == lineage.fingerprint else None
+            renew_after = policy.schedule(lineage, before_expiry=cfg.renewal.before_expiry, ari=ari,
+                                          chosen=chosen, now=now,
+                                          rng=random.Random(lineage.fingerprint)).renew_at
+        out.append(SiteStatus(
+            name=site.name,
+            domains=site.domains,
+            cert=cert,
+            renew_after=renew_after,
+            published=str(publisher.site_dir(site.name)),
+            state=_state(site.domains, lineage, published, renew_after, st, now),
+            last_error=st.last_error,
+            site_state=st,
+        ))
+    return out
+
+
+def _state(domains: tuple[str, ...], lineage: ObservedCert | None, published: ObservedCert | None,
+           renew_after: datetime | None, st: SiteState, now: datetime) -> str:
+    if published is not None and published.placeholder:
+        return "placeholder"
+    if lineage is None:
+        return "failing" if st.failures else "missing"
+    if now >= lineage.not_after:
+        return "expired"
+    if st.failures:
+        return "failing"
+    if published is None or published.fingerprint != lineage.fingerprint:
+        return "unpublished"
+    if set(domains) != set(lineage.domains):
+        return "due"
+    if renew_after is not None and now >= renew_after:
+        return "due"
+    return "valid"
+
+
+def _iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_table(rows: list[SiteStatus], now: datetime) -> str:
+    header = ("SITE", "STATE", "EXPIRES", "DAYS", "RENEW AFTER", "SERIAL", "DOMAINS")
+    lines = [header]
+    for r in rows:
+        c = r.cert
+        days = f"{(c.not_after - now).total_seconds() / 86400:.1f}" if c else "-"
+        lines.append((
+            r.name,
+            r.state,
+            _iso(c.not_after) if c else "-",
+            days,
+            _iso(r.renew_after) if r.renew_after else "-",
+            (c.serial_hex[:16] if c else "-"),
+            ",".join(r.domains),
+        ))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in lines)
+    errors = [f"{r.name}: {r.last_error}" for r in rows if r.last_error]
+    return text + ("\n\nlast errors:\n" + "\n".join(errors) if errors else "")
