@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine (as root) for tlsbridge's tests. Idempotent and quick when
+# everything is already there; prints one line per step.
+#   1. apt packages: docker.io, nginx-light (the nginx binary for the test image), openssl,
+#      curl, busybox-static (shell inside the test image), python3-venv
+#   2. .venv, and `pip install -e '.[test]'` when pyproject.toml exists and changed
+#   3. tools/trixie: Debian 13's pebble 2.6 (with ARI) + docker-compose, via fetch-trixie.sh
+#   4. dockerd, started in the background (log: tools/dockerd.log) unless `docker info` works
+#   5. the nginx test image (scripts/build-nginx-image.sh; rebuilt only when missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export DEBIAN_FRONTEND=noninteractive
+
+# 1. apt packages ---------------------------------------------------------------------
+pkgs=(docker.io nginx-light openssl curl busybox-static python3-venv)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "apt: all present (${pkgs[*]})"
+else
+  echo "apt: installing ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. python venv ------------------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  echo "venv: created .venv"
+else
+  echo "venv: .venv present"
+fi
+if [ -f pyproject.toml ]; then
+  stamp=.venv/.tlsbridge-pyproject.sha256
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    echo "pip: pyproject.toml unchanged since last install"
+  else
+    .venv/bin/pip install -q -e '.[test]'
+    echo "$want" >"$stamp"
+    echo "pip: installed -e '.[test]'"
+  fi
+else
+  echo "pip: no pyproject.toml yet, skipped"
+fi
+
+# 3. Debian 13 tools ----------------------------------------------------------------------
+trixie=tools/trixie
+if [ -x $trixie/usr/bin/pebble ] && [ -x $trixie/usr/bin/pebble-challtestsrv ] \
+   && [ -x $trixie/usr/libexec/docker/cli-plugins/docker-compose ]; then
+  echo "tools: $trixie present"
+else
+  scripts/fetch-trixie.sh "$trixie" pebble docker-compose >/dev/null
+  echo "tools: fetched pebble, docker-compose into $trixie"
+fi
+
+# 4. docker engine ------------------------------------------------------------------------
+if docker info >/dev/null 2>&1; then
+  echo "docker: engine running"
+else
+  mkdir -p tools
+  setsid nohup dockerd >>"$root/tools/dockerd.log" 2>&1 </dev/null &
+  for _ in $(seq 120); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  if docker info >/dev/null 2>&1; then
+    echo "docker: started dockerd (log tools/dockerd.log)"
+  else
+    echo "docker: dockerd did not come up within 60 s; tail of tools/dockerd.log:" >&2
+    tail -20 tools/dockerd.log >&2
+    exit 1
+  fi
+fi
+
+# 5. nginx test image -------------------------------------------------------------------
+scripts/build-nginx-image.sh
