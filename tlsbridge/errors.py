@@ -72,7 +72,14 @@ class ValidationFailedError(CertbotError):
         super().__init__(message, tail)
 
 
-class CAUnreachableError(CertbotError):
+class TransientCAError(CertbotError):
+    """A failure worth retrying soon: the CA was unreachable or answered with a transient error
+    (a rejected nonce, a 5xx)."""
+
+    reason = "CATransient"
+
+
+class CAUnreachableError(TransientCAError):
     """The ACME server could not be reached (network, DNS, TLS, timeout)."""
 
     reason = "CAUnreachable"

@@ -40,6 +40,6 @@ def retry(
             if attempt == attempts:
                 raise
             delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1))) * scale()
-            logger.debug("%s failed (%s); retry %d/%d in %.2fs", what, exc, attempt, attempts - 1, delay)
+            logger.warning("%s failed (%s); retry %d/%d in %.2fs", what, exc, attempt, attempts - 1, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

@@ -23,8 +23,10 @@ from tlsbridge.errors import (
     CAUnreachableError,
     CertbotError,
     RateLimitedError,
+    TransientCAError,
     ValidationFailedError,
 )
+from tlsbridge.retry import retry
 from tlsbridge.model import Action
 
 logger = logging.getLogger(__name__)
@@ -107,8 +109,9 @@ class RunResult:
 class CertbotRunner:
     """Runs certbot for sites of one config."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, attempts: int = 3) -> None:
         self.cfg = cfg
+        self.attempts = attempts
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -126,9 +129,17 @@ class CertbotRunner:
         register = not has_account(self.cfg.certbot.config_dir, self.cfg.acme.directory)
         argv = build_argv(self.cfg, site, action, register=register)
         logger.info("site=%s running certbot %s", site.name, " ".join(redact(argv)))
-        result = self.run(argv)
-        if result.returncode != 0:
-            raise classify(site.name, result.output, self.cfg.acme.directory)
+
+        def attempt() -> None:
+            result = self.run(argv)
+            if result.returncode != 0:
+                raise classify(site.name, result.output, self.cfg.acme.directory)
+
+        # certbot retries a rejected nonce once; a CA that is briefly away or rejects more
+        # nonces than that gets a few more whole attempts, with backoff. Rate limits, failed
+        # validations and other errors are not retried.
+        retry(attempt, on=(TransientCAError,), attempts=self.attempts, base=2.0, cap=30.0,
+              what=f"site={site.name} certbot")
 
     def run(self, argv: list[str]) -> RunResult:
         timeout = self.cfg.certbot.timeout.total_seconds()
@@ -190,6 +201,8 @@ def classify(site: str, output: str, server: str = "") -> CertbotError:
             "check that the challenge reaches this host (DNS, port 80, webroot served)",
             domain=domain,
         )
+    if "badnonce" in low or "anti-replay nonce" in low or "servererror" in low or "503 service" in low:
+        return TransientCAError(f"site={site}: the ACME server answered with a transient error", tail(output))
     unreachable = ("max retries exceeded", "failed to establish a new connection", "connection refused",
                    "name or service not known", "temporary failure in name resolution", "timed out",
                    "unable to connect", "certificate verify failed", "connection aborted",
