@@ -20,6 +20,7 @@ from servers import (  # noqa: E402
     PebbleServer,
     ensure_docker_engine,
     ensure_nginx_image,
+    free_port,
 )
 
 
@@ -32,12 +33,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def pebble() -> Iterator[PebbleServer]:
-    """One Pebble for the session: HTTP-01 on 127.0.0.1:5002, no nonce rejection, no VA sleep.
+    """One Pebble for the session: HTTP-01 on a free port (``pebble.http_01_port``), no nonce
+    rejection, no VA sleep.
 
-    Tests that need other settings start their own ``PebbleServer(...)`` (with a different
-    ``http_01_port`` if they run alongside this one and use HTTP-01).
+    Tests that need other settings start their own ``PebbleServer(...)`` (with their own free
+    ``http_01_port``).
     """
-    with PebbleServer() as server:
+    with PebbleServer(http_01_port=free_port()) as server:
         yield server
 
 
