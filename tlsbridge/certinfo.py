@@ -7,7 +7,7 @@ import hashlib
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from tlsbridge.model import ObservedCert
 
@@ -26,7 +26,7 @@ def observe(cert: x509.Certificate) -> ObservedCert:
 
     der = cert.public_bytes(Encoding.DER)
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         domains = tuple(san.get_values_for_type(x509.DNSName))
     except x509.ExtensionNotFound:
         domains = ()
@@ -56,7 +56,7 @@ def key_type_of(key: object) -> str:
 def ari_cert_id(cert: x509.Certificate) -> str | None:
     """RFC 9773 section 4.1: base64url(AKI keyIdentifier) '.' base64url(serial DER bytes)."""
     try:
-        aki = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_KEY_IDENTIFIER).value
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     except x509.ExtensionNotFound:
         return None
     if not aki.key_identifier:

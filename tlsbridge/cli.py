@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="ACME certificates for Docker-run nginx: issue with certbot, publish "
         "atomically, reload after a config test, verify what is served.",
     )
-    parser.add_argument("-c", "--config", type=Path, help="config file (default: $TLSBRIDGE_CONFIG or ./tlsbridge.yaml)")
+    parser.add_argument("-c", "--config", type=Path,
+                        help="config file (default: $TLSBRIDGE_CONFIG or ./tlsbridge.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("--version", action="version", version=f"tlsbridge {__version__}")

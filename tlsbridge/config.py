@@ -280,16 +280,16 @@ class _Parser:
             certbot=self.certbot(top.get("certbot")),
             challenge=challenge,
             publish=self.publish(top.get("publish")),
-            state=StateConfig(dir=self.req_path(self.get(top, "state", "dir", "/var/lib/tlsbridge/state"), "state.dir")),
+            state=self.state(top.get("state")),
             renewal=self.renewal(top.get("renewal")),
             docker=self.docker(top.get("docker")),
             sites=sites,
             daemon_tls=daemon_tls,
         )
 
-    def get(self, top: dict[str, Any], section: str, key: str, default: Any) -> Any:
-        sec = self.mapping(top.get(section), section, (key,))
-        return sec.get(key, default)
+    def state(self, raw: Any) -> StateConfig:
+        m = self.mapping(raw, "state", ("dir",))
+        return StateConfig(dir=self.req_path(m.get("dir", str(StateConfig().dir)), "state.dir"))
 
     def acme(self, raw: Any) -> AcmeConfig:
         m = self.mapping(raw, "acme", ("directory", "email", "ca_bundle", "key_type", "profile", "eab"))
@@ -342,7 +342,8 @@ class _Parser:
             raise self.fail("challenge.method", f"{method!r} is not one of {', '.join(METHODS)}")
         plugin = self.string(m.get("dns_plugin"), "challenge.dns_plugin", optional=True)
         if method == "dns" and plugin is None:
-            raise self.fail("challenge.dns_plugin", "is required with method dns (a certbot DNS plugin, e.g. cloudflare)")
+            raise self.fail("challenge.dns_plugin",
+                            "is required with method dns (a certbot DNS plugin, e.g. cloudflare)")
         if plugin is not None and not re.fullmatch(r"[a-z0-9-]+", plugin):
             raise self.fail("challenge.dns_plugin", "a certbot DNS plugin name, e.g. cloudflare or rfc2136")
         propagation = None
@@ -382,7 +383,7 @@ class _Parser:
         interval = self.duration(m.get("check_interval", "12h"), "renewal.check_interval")
         if interval < timedelta(minutes=1):
             raise self.fail("renewal.check_interval", "must be at least 1m")
-        jitter = self.duration(m.get("jitter", "1h"), "renewal.jitter") if "jitter" in m else d.jitter
+        jitter = self.duration(m["jitter"], "renewal.jitter") if "jitter" in m else d.jitter
         return RenewalConfig(before_expiry=before_expiry, check_interval=interval, jitter=jitter)
 
     def docker(self, raw: Any) -> DockerConfig:
@@ -403,6 +404,7 @@ class _Parser:
         for name, body in raw.items():
             key = f"sites.{name}"
             if not isinstance(name, str) or not SITE_NAME.match(name):
+                key = f"sites[{name!r}]"
                 raise self.fail(key, "a site name is lowercase letters, digits, '.', '_' or '-' "
                                      "(at most 64, starting with a letter or digit; never a path)")
             site = self.site(name, body, challenge)

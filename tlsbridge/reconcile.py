@@ -154,7 +154,9 @@ class Reconciler:
                                            + decision.message)
         return decision, changed
 
-    def plan(self, site: Site, state: SiteState, now: datetime, force: bool) -> tuple[SitePlan, ObservedCert | None, bool]:
+    def plan(self, site: Site, state: SiteState, now: datetime,
+             force: bool) -> tuple[SitePlan, ObservedCert | None, bool]:
+        """Observe and decide for one site; True when `state` changed and must be saved."""
         cert = self.certstore.observe(site.name)
         changed = False
         if state.config_hash != (h := site_hash(self.cfg, site)):
@@ -165,7 +167,8 @@ class Reconciler:
         decision, chosen = self.decide(site, state, cert, now, force)
         published = self.publisher.read(site.name) is not None
         deliver = self.deliverer is not None and self.deliverer.wants(site)
-        return plan_site(site.name, decision, bootstrap=deliver and not published, deliver=deliver), cert, changed | chosen
+        sp = plan_site(site.name, decision, bootstrap=deliver and not published, deliver=deliver)
+        return sp, cert, changed | chosen
 
     # -- one pass ----------------------------------------------------------------------------------
     def run_pass(self, names: Iterable[str] | None = None, *, force: bool = False,

@@ -26,8 +26,8 @@ from tlsbridge.errors import (
     TransientCAError,
     ValidationFailedError,
 )
-from tlsbridge.retry import retry
 from tlsbridge.model import Action
+from tlsbridge.retry import retry
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def classify(site: str, output: str, server: str = "") -> CertbotError:
         detail = re.search(r"Detail:\s*(.+)", output)
         what = f"domain {domain}" if domain else "a domain"
         return ValidationFailedError(
-            f"site={site}: the CA could not validate {what} ({tail(output, 1) if not detail else detail.group(1).strip()})",
+            f"site={site}: the CA could not validate {what} ({detail.group(1).strip() if detail else tail(output, 1)})",
             "check that the challenge reaches this host (DNS, port 80, webroot served)",
             domain=domain,
         )

@@ -1,0 +1,34 @@
+# The two commands a newcomer needs:
+#   make demo   local Pebble + Docker + nginx: tlsbridge issues, publishes, nginx serves it
+#   make test   installs what is missing, then runs lint, types and the whole test suite
+# Both run as root on Debian 12 (they install apt packages and start dockerd if needed).
+
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test unit integration lint demo bench clean
+
+setup:
+	@scripts/setup.sh
+
+lint: setup
+	.venv/bin/ruff check tlsbridge tests bench
+	.venv/bin/mypy
+
+unit: setup
+	TLSBRIDGE_RETRY_SCALE=0 $(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+integration: setup
+	TLSBRIDGE_RETRY_SCALE=0 $(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
+
+test: setup lint
+	TLSBRIDGE_RETRY_SCALE=0 $(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+demo: setup
+	@scripts/demo.sh
+
+bench: setup
+	$(PY) bench/renew_nothing_due.py
+
+clean:
+	rm -rf demo bench/out .pytest_cache .mypy_cache .ruff_cache
