@@ -1,0 +1,201 @@
+"""Settings of `daemon-tls`: the flags over the config's `daemon_tls:` section, validated.
+
+Shared by the `daemon-tls` command and the long-running `run` (which has no flags). A list flag
+replaces the config's list. Errors name the flag or the config key (exit code 2).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlsbridge import pki
+from tlsbridge.config import Config
+from tlsbridge.errors import ConfigError, TlsbridgeError, UsageError
+from tlsbridge.render.daemon_json import DEFAULT_SOCKET, DROPIN_NAME
+
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_CLIENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_LISTEN = re.compile(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\s\[\]]+):(\d+)")
+_Fail = Callable[[str, str], TlsbridgeError]
+
+
+@dataclass(frozen=True)
+class DaemonTlsSettings:
+    """What `ensure_daemon_tls` works from; build it with `resolve_settings`."""
+
+    out: Path  # absolute
+    names: pki.Names  # the server certificate's subjectAltNames (empty with a site certificate)
+    connect_host: str  # what clients put in DOCKER_HOST
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 2376
+    clients: tuple[str, ...] = ()
+    merge: Path | None = None
+    server_cert_site: str | None = None
+    site_fullchain: Path | None = None  # <publish.dir>/<site>/fullchain.pem
+    site_privkey: Path | None = None
+    # With a public server certificate, clients verify the engine against this bundle (the
+    # system trust store): their ca.pem is the only trust anchor the docker CLI then uses.
+    trust_bundle: Path | None = None
+    unix_socket: str = DEFAULT_SOCKET
+    dockerd: str = "/usr/bin/dockerd"
+
+
+@dataclass(frozen=True)
+class Flags:
+    """The command-line values; None (or an empty default) means "not given"."""
+
+    out: Path | None = None
+    hostname: list[str] | None = None
+    ip: list[str] | None = None
+    listen: str | None = None
+    client: list[str] | None = None
+    merge: Path | None = None
+    server_cert_site: str | None = None
+    unix_socket: str | None = None
+    dockerd: str | None = None
+
+
+def resolve_settings(cfg: Config | None, args: Flags | None = None) -> DaemonTlsSettings:
+    """`args` (the flags) over the config's daemon_tls section, validated.
+
+    `run` calls it with the config alone. Raises UsageError (a flag) or ConfigError (a config
+    key), both exit code 2, before anything is written.
+    """
+    args = args or Flags()
+    base = cfg.daemon_tls if cfg is not None else None
+    source = cfg.source if cfg is not None else ""
+
+    def fail(where: str, problem: str) -> TlsbridgeError:
+        if where.startswith("daemon_tls."):
+            return ConfigError(source, where, problem)
+        return UsageError(f"daemon-tls {where}: {problem}")
+
+    def items(flag: list[str] | None, flag_name: str, key: str) -> list[tuple[str, str]]:
+        """(value, where it came from) pairs: the flag's values, else the config's list."""
+        if flag is not None:
+            return [(v, flag_name) for v in flag]
+        values: tuple[str, ...] = getattr(base, key) if base is not None else ()
+        return [(v, f"daemon_tls.{key}[{i}]") for i, v in enumerate(values)]
+
+    out: Path | None = args.out if args.out is not None else base.out if base else None
+    if out is None:
+        raise UsageError("daemon-tls: no output folder: give --out DIR "
+                         "(or set daemon_tls.out in the config file)")
+    dns = [_hostname(v, where, fail) for v, where in items(args.hostname, "--hostname",
+                                                          "hostnames")]
+    ips: list[str] = []
+    for v, where in items(args.ip, "--ip", "ips"):
+        try:
+            ips.append(str(ipaddress.ip_address(v)))
+        except ValueError:
+            raise fail(where, f"{v!r} is not an IP address") from None
+    clients: list[str] = []
+    for v, where in items(args.client, "--client", "clients"):
+        if not _CLIENT.match(v):
+            raise fail(where, f"{v!r}: a client name is lowercase letters, digits, '.', '_', '-'")
+        if v not in clients:
+            clients.append(v)
+    if args.listen is not None:
+        listen_host, listen_port = _listen(args.listen, "--listen", fail)
+    else:
+        listen_host, listen_port = _listen(base.listen if base else "0.0.0.0:2376",
+                                           "daemon_tls.listen", fail)
+    merge: Path | None = args.merge if args.merge is not None else base.merge if base else None
+    site: str | None = args.server_cert_site or (base.server_cert_site if base else None)
+
+    socket: str = args.unix_socket or DEFAULT_SOCKET
+    if not socket.startswith("/"):
+        raise UsageError(f"daemon-tls --unix-socket {socket!r}: must be an absolute path")
+    # Where this runs without dockerd (the `run` sidecar's container), keep the drop-in's path.
+    dockerd: str = (args.dockerd or shutil.which("dockerd") or _dropin_dockerd(out)
+                    or "/usr/bin/dockerd")
+    if not dockerd.startswith("/"):
+        raise UsageError(f"daemon-tls --dockerd {dockerd!r}: must be an absolute path")
+
+    site_chain = site_key = trust_bundle = None
+    names = pki.Names.of(dns, ips)
+    if site is not None:
+        where = "--server-cert-site" if args.server_cert_site else "daemon_tls.server_cert_site"
+        if cfg is None:
+            raise UsageError(f"daemon-tls --server-cert-site {site}: needs a config file that "
+                             "defines the site (give -c CONFIG)")
+        if site not in cfg.sites:
+            raise fail(where, f"no site named {site!r} in sites")
+        site_dir = (cfg.publish.dir / site).absolute()
+        site_chain, site_key = site_dir / "fullchain.pem", site_dir / "privkey.pem"
+        trust_bundle = _trust_bundle()
+        connect = (dns or ips or [cfg.sites[site].domains[0]])[0]
+        names = pki.Names()
+    else:
+        if not names and _specific_ip(listen_host):
+            names = pki.Names.of([], [listen_host])
+        if not names:
+            raise UsageError("daemon-tls: give --hostname NAME or --ip ADDR: the names clients "
+                             "use to reach the engine (they go into its certificate)")
+        connect = (names.dns or names.ips)[0]
+
+    return DaemonTlsSettings(
+        out=out.absolute(), names=names, connect_host=connect, listen_host=listen_host,
+        listen_port=listen_port, clients=tuple(clients),
+        merge=merge.absolute() if merge is not None else None, server_cert_site=site,
+        site_fullchain=site_chain, site_privkey=site_key, trust_bundle=trust_bundle,
+        unix_socket=socket, dockerd=dockerd)
+
+
+def _hostname(name: str, where: str, fail: _Fail) -> str:
+    import idna
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        raise fail(where, f"{name!r} is an IP address: give it with --ip (daemon_tls.ips)")
+    try:
+        ascii_name = idna.encode(name.rstrip("."), uts46=True).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise fail(where, f"{name!r} is not a valid DNS name ({exc})") from None
+    if len(ascii_name) > 253 or not all(_LABEL.match(p) for p in ascii_name.split(".")):
+        raise fail(where, f"{name!r} is not a valid DNS name")
+    return ascii_name
+
+
+def _listen(text: str, where: str, fail: _Fail) -> tuple[str, int]:
+    match = _LISTEN.fullmatch(text)
+    if not match:
+        raise fail(where, f"{text!r} is not ADDR:PORT (e.g. 0.0.0.0:2376 or [::]:2376)")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        raise fail(where, f"port {port} is out of range 1..65535")
+    return host, port
+
+
+def _trust_bundle() -> Path | None:
+    """The system CA bundle ($SSL_CERT_FILE or OpenSSL's default file)."""
+    import ssl
+
+    cafile = ssl.get_default_verify_paths().cafile
+    return Path(cafile) if cafile else None
+
+
+def _specific_ip(host: str) -> bool:
+    try:
+        return not ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _dropin_dockerd(out: Path) -> str | None:
+    """The dockerd path in an earlier run's drop-in, if any."""
+    try:
+        text = (out / "docker.service.d" / DROPIN_NAME).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    starts = re.findall(r"^ExecStart=(/\S+)\s*$", text, re.MULTILINE)
+    return starts[-1] if starts else None
