@@ -80,6 +80,9 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int, bytes]]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+BRIDGE = "tbdt-br0"  # the second engine's own bridge (no traffic crosses it)
+
+
 @dataclass
 class SecondDockerd:
     """A dockerd that reads `config_file` and nothing else from the host's Docker setup."""
@@ -97,9 +100,13 @@ class SecondDockerd:
         return self.tmp / "dockerd.log"
 
     def __enter__(self) -> SecondDockerd:
+        # Its own bridge, never --bridge=none: a dockerd started with the bridge disabled
+        # deletes the host's docker0, which breaks the main engine's default network.
+        subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=False, capture_output=True)
+        subprocess.run(["ip", "addr", "replace", "192.0.2.1/24", "dev", BRIDGE], check=True)
         argv = [DOCKERD, "--config-file", str(self.config_file),
                 "--data-root", str(self.tmp / "data"), "--exec-root", str(self.tmp / "exec"),
-                "--pidfile", str(self.tmp / "docker.pid"), "--bridge=none",
+                "--pidfile", str(self.tmp / "docker.pid"), f"--bridge={BRIDGE}",
                 "--iptables=false", "--ip-forward=false", "--ip-masq=false"]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
@@ -133,6 +140,7 @@ class SecondDockerd:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.proc = None
+        subprocess.run(["ip", "link", "del", BRIDGE], check=False, capture_output=True)
 
 
 def _cleanup(tmp: Path) -> None:
