@@ -25,6 +25,10 @@ MAX_RETRY_AFTER = timedelta(days=1)
 MIN_RETRY_AFTER = timedelta(minutes=1)
 
 
+class _Transient(Exception):
+    """A network error or a 5xx/429 answer: worth another try."""
+
+
 class AriClient:
     def __init__(self, directory_url: str, ca_bundle: Path | None = None, timeout: float = 10.0) -> None:
         self.directory_url = directory_url
@@ -36,15 +40,19 @@ class AriClient:
     def _get(self, url: str) -> tuple[bytes, dict[str, str]]:
         def once() -> tuple[bytes, dict[str, str]]:
             req = urllib.request.Request(url, headers={"User-Agent": "tlsbridge"})
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self._ctx) as resp:
-                return resp.read(), {k.lower(): v for k, v in resp.headers.items()}
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout, context=self._ctx) as resp:
+                    return resp.read(), {k.lower(): v for k, v in resp.headers.items()}
+            except urllib.error.HTTPError as exc:
+                if exc.code >= 500 or exc.code == 429:
+                    raise _Transient(f"HTTP {exc.code}") from exc
+                raise AriError(f"GET {url}: HTTP {exc.code}") from exc  # a 4xx will not get better
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                raise _Transient(str(exc)) from exc
 
         try:
-            return retry(once, on=(urllib.error.URLError, TimeoutError, ConnectionError),
-                         attempts=3, what=f"GET {url}")
-        except urllib.error.HTTPError as exc:
-            raise AriError(f"GET {url}: HTTP {exc.code}") from exc
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            return retry(once, on=(_Transient,), attempts=3, what=f"GET {url}")
+        except _Transient as exc:
             raise AriError(f"GET {url}: {exc}") from exc
 
     def renewal_info_url(self) -> str | None:
