@@ -1,15 +1,20 @@
-"""Pure: PEM bytes -> ObservedCert, with `cryptography` (no certbot process, no network)."""
+"""Pure: PEM bytes -> ObservedCert, with `cryptography` (no certbot process, no network).
+
+`cryptography` is imported when a certificate is first parsed, not with this module: the
+sidecar remembers parsed certificates (adapters/certmemo.py), and while nothing changes it never
+needs the parser, whose import alone holds ~8 MiB of resident memory.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from tlsbridge.model import ObservedCert
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # The Organization of tlsbridge's self-signed bootstrap certificates: how we recognise them.
 PLACEHOLDER_ORG = "tlsbridge placeholder (not issued by a CA)"
@@ -17,12 +22,16 @@ PLACEHOLDER_ORG = "tlsbridge placeholder (not issued by a CA)"
 
 def parse_pem(pem: bytes) -> ObservedCert:
     """The first certificate of a PEM blob. Raises ValueError if there is none."""
+    from cryptography import x509
+
     cert = x509.load_pem_x509_certificate(pem)
     return observe(cert)
 
 
 def observe(cert: x509.Certificate) -> ObservedCert:
+    from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
 
     der = cert.public_bytes(Encoding.DER)
     try:
@@ -46,6 +55,8 @@ def observe(cert: x509.Certificate) -> ObservedCert:
 
 
 def key_type_of(key: object) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
         return {"secp256r1": "ecdsa", "secp384r1": "ecdsa-p384"}.get(key.curve.name, f"ecdsa-{key.curve.name}")
     if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
@@ -55,6 +66,8 @@ def key_type_of(key: object) -> str:
 
 def ari_cert_id(cert: x509.Certificate) -> str | None:
     """RFC 9773 section 4.1: base64url(AKI keyIdentifier) '.' base64url(serial DER bytes)."""
+    from cryptography import x509
+
     try:
         aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     except x509.ExtensionNotFound:
@@ -73,6 +86,7 @@ def _b64(data: bytes) -> str:
 
 def key_matches_cert(key_pem: bytes, cert_pem: bytes) -> bool:
     """Whether a PEM private key belongs to the first certificate of a PEM blob."""
+    from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
     key = serialization.load_pem_private_key(key_pem, password=None)

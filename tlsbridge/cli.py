@@ -28,7 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("tlsbridge.commands.validate", "check the config; print nothing on success"),
     "renew": ("tlsbridge.commands.renew", "one pass: issue or renew what is due, publish, reload"),
     "status": ("tlsbridge.commands.status", "show every site's certificate from local files"),
+    "compose": ("tlsbridge.commands.compose", "write a compose file and nginx snippets for the sites"),
     "daemon-tls": ("tlsbridge.commands.daemon_tls", "mutual TLS for the Docker engine on :2376"),
+    "doctor": ("tlsbridge.commands.doctor", "find what keeps certificates from being served, with fixes"),
 }
 
 
@@ -100,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tlsbridge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tlsbridge status | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # an unexpected error: say so, keep the traceback in the debug log
         logger.debug("unexpected error", exc_info=True)
         print(f"tlsbridge: unexpected error: {exc.__class__.__name__}: {exc} (run with -v for the traceback)",

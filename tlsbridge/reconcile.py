@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
 from tlsbridge import policy
+from tlsbridge.adapters.certmemo import MEMO
 from tlsbridge.adapters.certstore import CertStore
 from tlsbridge.adapters.publish import Ownership, Publisher
 from tlsbridge.adapters.statestore import StateStore
+from tlsbridge.certinfo import parse_pem
 from tlsbridge.clock import Clock
 from tlsbridge.config import Config, Site
 from tlsbridge.errors import AriError, CertbotError, RateLimitedError, TlsbridgeError
@@ -26,6 +28,9 @@ from tlsbridge.model import Action, Decision, ObservedCert, SiteState
 from tlsbridge.plan import SitePlan, plan_site
 
 logger = logging.getLogger(__name__)
+
+_OBTAIN = (Action.ISSUE, Action.REISSUE, Action.RENEW)
+DELIVERED = "delivered"  # SiteState.extra key: fingerprint of the certificate last verified as served
 
 
 class Obtainer(Protocol):
@@ -37,11 +42,15 @@ class WindowSource(Protocol):
 
 
 class Deliverer(Protocol):
-    """Gets a published certificate served (issue 3: Docker reload + verification)."""
+    """Gets published certificates served (deliver.DockerDeliverer: reload + verification).
+
+    Called in batches, once per pass, so a container shared by several sites is acted on once.
+    Both return the sites that failed, by name; the others succeeded.
+    """
 
     def wants(self, site: Site) -> bool: ...
-    def bootstrap(self, site: Site) -> None: ...
-    def deliver(self, site: Site, cert: ObservedCert) -> None: ...
+    def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]: ...
+    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> Mapping[str, TlsbridgeError]: ...
 
 
 @dataclass
@@ -147,12 +156,26 @@ class Reconciler:
                                 f"failed {state.failures}x ({state.last_reason}); next attempt "
                                 f"{state.next_attempt:%Y-%m-%dT%H:%MZ}", decision.renew_at)
         elif decision.action is Action.NONE and cert is not None:
-            files = self.certstore.files(site.name)
+            current = self._published_is(site.name, cert)
+            files = None if current else self.certstore.files(site.name)
             if files is not None and not self.publisher.is_current(site.name, files):
                 decision = replace(decision, action=Action.PUBLISH, reason="NotPublished",
                                    message="certbot holds a certificate that is not published; "
                                            + decision.message)
+            elif current and self._delivers(site) and state.extra.get(DELIVERED) != cert.fingerprint:
+                # Published but never verified as served (a failed reload or verification): retry.
+                decision = replace(decision, action=Action.PUBLISH, reason="NotDelivered",
+                                   message="the published certificate is not verified as served yet; "
+                                           + decision.message)
         return decision, changed
+
+    def _published_is(self, site: str, cert: ObservedCert) -> bool:
+        """Whether the published leaf is `cert`: one stat() while nothing changed (certmemo)."""
+        try:
+            published = MEMO.observe(self.publisher.site_dir(site) / "cert.pem")
+        except (OSError, ValueError):
+            return False
+        return published is not None and published.fingerprint == cert.fingerprint
 
     def plan(self, site: Site, state: SiteState, now: datetime,
              force: bool) -> tuple[SitePlan, ObservedCert | None, bool]:
@@ -165,50 +188,119 @@ class Reconciler:
         if cert is not None:
             changed |= self.refresh_ari(site.name, cert, state, now)
         decision, chosen = self.decide(site, state, cert, now, force)
-        published = self.publisher.read(site.name) is not None
-        deliver = self.deliverer is not None and self.deliverer.wants(site)
-        sp = plan_site(site.name, decision, bootstrap=deliver and not published, deliver=deliver)
+        deliver = self._delivers(site)
+        bootstrap = deliver and decision.action in _OBTAIN and self._needs_bootstrap(site)
+        sp = plan_site(site.name, decision, bootstrap=bootstrap, deliver=deliver)
         return sp, cert, changed | chosen
+
+    def _delivers(self, site: Site) -> bool:
+        return self.deliverer is not None and self.deliverer.wants(site)
+
+    def _needs_bootstrap(self, site: Site) -> bool:
+        """Nothing real is published yet, so the site's nginx may be down for lack of a certificate."""
+        pem = self.publisher.read(site.name)
+        return pem is None or parse_pem(pem).placeholder
 
     # -- one pass ----------------------------------------------------------------------------------
     def run_pass(self, names: Iterable[str] | None = None, *, force: bool = False,
                  dry_run: bool = False) -> list[SiteOutcome]:
+        """Plan every site; bootstrap placeholders; obtain and publish per site; then deliver all
+        that was published in one batch (one reload per container per pass)."""
         sites = [self.cfg.sites[n] for n in names] if names else list(self.cfg.sites.values())
         states = self.store.load_all()
-        outcomes = []
+        outcomes: dict[str, SiteOutcome] = {}
+        dirty: set[str] = set()
+        todo: list[Site] = []
         for site in sites:
-            state = states.get(site.name) or SiteState()
+            state = states.setdefault(site.name, SiteState())
             now = self.clock.now()
             try:
-                sp, cert, dirty = self.plan(site, state, now, force)
+                sp, cert, changed = self.plan(site, state, now, force)
             except TlsbridgeError as exc:
-                outcomes.append(self._failed(site, state, None, exc, now, dry_run))
+                outcomes[site.name] = self._failed(site, state, None, exc, now, dry_run)
                 continue
-            outcome = SiteOutcome(site.name, sp, cert=cert)
+            outcomes[site.name] = SiteOutcome(site.name, sp, cert=cert)
+            if changed:
+                dirty.add(site.name)
             if not dry_run and sp.decision.action not in (Action.NONE, Action.WAIT):
-                try:
-                    self.apply(site, sp, outcome)
-                except TlsbridgeError as exc:
-                    outcomes.append(self._failed(site, state, sp, exc, now, dry_run))
+                todo.append(site)
+        blocked = self._bootstrap([s for s in todo if outcomes[s.name].plan.decision.action in _OBTAIN])
+        delivering: list[Site] = []
+        for site in todo:
+            state, outcome = states[site.name], outcomes[site.name]
+            try:
+                if site.name in blocked:
+                    raise blocked[site.name]
+                self.apply(site, outcome.plan, outcome)
+            except TlsbridgeError as exc:
+                outcomes[site.name] = self._failed(site, state, outcome.plan, exc, self.clock.now(),
+                                                   dry_run, outcome)
+                continue
+            if self._delivers(site):
+                delivering.append(site)
+            else:
+                self._succeeded(site, state, outcome)
+                dirty.add(site.name)
+        if delivering:
+            assert self.deliverer is not None
+            items = [(s, outcomes[s.name].cert) for s in delivering]
+            failed = self.deliverer.deliver([(s, c) for s, c in items if c is not None])
+            for site in delivering:
+                state, outcome = states[site.name], outcomes[site.name]
+                if site.name in failed:
+                    outcomes[site.name] = self._failed(site, state, outcome.plan, failed[site.name],
+                                                       self.clock.now(), dry_run, outcome)
                     continue
-                state.failures, state.next_attempt, state.last_error, state.last_reason = 0, None, None, None
-                state.last_success = state.last_attempt = now
-                dirty = True
-                if outcome.issued and outcome.cert is not None:
-                    self.refresh_ari(site.name, outcome.cert, state, self.clock.now())
-                    self.decide(site, state, outcome.cert, self.clock.now(), False)
-            if dirty and not dry_run:
-                self.store.save(site.name, state)
-            outcomes.append(outcome)
-        return outcomes
+                if outcome.cert is not None:
+                    state.extra[DELIVERED] = outcome.cert.fingerprint
+                self._succeeded(site, state, outcome)
+                dirty.add(site.name)
+        for site in sites:
+            if site.name in dirty and outcomes[site.name].ok and not dry_run:
+                self.store.save(site.name, states[site.name])
+        return [outcomes[s.name] for s in sites]
+
+    def _succeeded(self, site: Site, state: SiteState, outcome: SiteOutcome) -> None:
+        now = self.clock.now()
+        state.failures, state.next_attempt, state.last_error, state.last_reason = 0, None, None, None
+        state.last_success = state.last_attempt = now
+        if outcome.issued and outcome.cert is not None:
+            self.refresh_ari(site.name, outcome.cert, state, now)
+            self.decide(site, state, outcome.cert, now, False)
+
+    def _bootstrap(self, sites: list[Site]) -> Mapping[str, TlsbridgeError]:
+        """Before issuing: publish a placeholder where nothing real is published, then have the
+        deliverer start (or reload) those sites' nginx so it can answer HTTP-01. Returns the sites
+        that must not go on to the CA."""
+        if self.deliverer is None:
+            return {}
+        from tlsbridge.placeholder import make_placeholder, needs_placeholder
+
+        errors: dict[str, TlsbridgeError] = {}
+        ready = []
+        for site in sites:
+            if not self._delivers(site) or not self._needs_bootstrap(site):
+                continue
+            pem = self.publisher.read(site.name)
+            now = self.clock.now()
+            try:
+                if needs_placeholder(parse_pem(pem) if pem else None, site.domains, now):
+                    files = make_placeholder(site.name, site.domains, now)
+                    self.publisher.publish(site.name, files)
+                    logger.info("site=%s published a self-signed placeholder (serial %s) so nginx can start",
+                                site.name, parse_pem(files.cert).serial_hex)
+            except TlsbridgeError as exc:
+                errors[site.name] = exc
+                continue
+            ready.append(site)
+        if ready:
+            errors.update(self.deliverer.bootstrap(ready))
+        return errors
 
     def apply(self, site: Site, sp: SitePlan, outcome: SiteOutcome) -> None:
+        """Obtain (if the plan says so) and publish; delivery happens later, for the whole pass."""
         action = sp.decision.action
-        deliver = self.deliverer is not None and self.deliverer.wants(site)
-        if action in (Action.ISSUE, Action.REISSUE, Action.RENEW):
-            if deliver and self.publisher.read(site.name) is None:
-                assert self.deliverer is not None
-                self.deliverer.bootstrap(site)
+        if action in _OBTAIN:
             logger.info("site=%s %s: %s", site.name, sp.decision.reason, sp.decision.message)
             self.obtainer.obtain(site, action)
             outcome.issued = True
@@ -226,12 +318,9 @@ class Reconciler:
         if outcome.published:
             logger.info("site=%s published serial=%s into %s", site.name, cert.serial_hex,
                         self.publisher.site_dir(site.name))
-        if deliver:
-            assert self.deliverer is not None
-            self.deliverer.deliver(site, cert)
 
     def _failed(self, site: Site, state: SiteState, sp: SitePlan | None, exc: TlsbridgeError,
-                now: datetime, dry_run: bool) -> SiteOutcome:
+                now: datetime, dry_run: bool, done: SiteOutcome | None = None) -> SiteOutcome:
         reason = getattr(exc, "reason", type(exc).__name__.removesuffix("Error"))
         logger.error("site=%s failed (%s): %s", site.name, reason, exc)
         if sp is None:
@@ -245,4 +334,7 @@ class Reconciler:
                 self.store.save(site.name, state)
             except TlsbridgeError as store_exc:
                 logger.error("site=%s %s", site.name, store_exc)
-        return SiteOutcome(site.name, sp, ok=False, error=str(exc), reason=reason)
+        out = SiteOutcome(site.name, sp, ok=False, error=str(exc), reason=reason)
+        if done is not None:  # what did happen before the failure (issued, published) stays reported
+            out.issued, out.published, out.cert = done.issued, done.published, done.cert
+        return out

@@ -8,11 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from tlsbridge import policy
+from tlsbridge.adapters.certmemo import MEMO
 from tlsbridge.adapters.certstore import CertStore
 from tlsbridge.adapters.publish import Publisher
 from tlsbridge.adapters.statestore import StateStore
-from tlsbridge.certinfo import parse_pem
 from tlsbridge.config import Config
+from tlsbridge.errors import PublishError
 from tlsbridge.model import ObservedCert, SiteState
 
 
@@ -51,8 +52,7 @@ def collect(cfg: Config, now: datetime) -> list[SiteStatus]:
     for site in cfg.sites.values():
         st = states.get(site.name) or SiteState()
         lineage = certstore.observe(site.name)
-        published_pem = publisher.read(site.name)
-        published = parse_pem(published_pem) if published_pem else None
+        published = _published(publisher, site.name)
         cert = published if published is not None else lineage
         renew_after = None
         if lineage is not None:
@@ -72,6 +72,13 @@ def collect(cfg: Config, now: datetime) -> list[SiteStatus]:
             site_state=st,
         ))
     return out
+
+
+def _published(publisher: Publisher, site: str) -> ObservedCert | None:
+    try:
+        return MEMO.observe(publisher.site_dir(site) / "cert.pem")  # parsed once per file
+    except OSError as exc:
+        raise PublishError(f"site={site}: cannot read the published cert.pem: {exc}") from exc
 
 
 def _state(domains: tuple[str, ...], lineage: ObservedCert | None, published: ObservedCert | None,

@@ -8,4 +8,8 @@ from tlsbridge.reconcile import Reconciler
 
 
 def build_reconciler(cfg: Config, clock: Clock) -> Reconciler:
-    return Reconciler(cfg, clock)
+    # The deliverer is cheap to build: the docker SDK is imported only when a pass first
+    # publishes or bootstraps something, never on the nothing-due path.
+    from tlsbridge.deliver import DockerDeliverer
+
+    return Reconciler(cfg, clock, deliverer=DockerDeliverer(cfg))

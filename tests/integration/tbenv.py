@@ -31,6 +31,7 @@ class TbEnv:
     challenge: dict[str, Any] = field(default_factory=dict)
     acme: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    docker_engine: bool = True  # False: point docker.host at nothing
 
     @property
     def config_path(self) -> Path:
@@ -56,6 +57,10 @@ class TbEnv:
             "sites": self.sites,
             **self.extra,
         }
+        if not self.docker_engine:
+            # No engine: other tests' containers labelled tlsbridge.site=<name> must not become
+            # targets of these sites (foundation tests; delivery has its own).
+            doc["docker"] = {"host": f"unix://{self.root}/no-docker.sock"}
         self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return self.config_path
 

@@ -11,12 +11,18 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from servers import PebbleServer, free_port
 from tbenv import TbEnv
 
 from tlsbridge.certinfo import key_matches_cert, parse_pem
+
+
+def tbenv(*args: Any, **kwargs: Any) -> TbEnv:
+    """A deployment without a Docker engine: these are the foundation's tests (no delivery)."""
+    return TbEnv(*args, docker_engine=False, **kwargs)
 
 
 def two_sites() -> dict[str, dict[str, object]]:
@@ -29,7 +35,7 @@ def certbot_logs(env: TbEnv) -> int:
 
 
 def test_issue_publish_status_then_nothing_to_do(tmp_path: Path, pebble: PebbleServer) -> None:
-    env = TbEnv(tmp_path, pebble, two_sites())
+    env = tbenv(tmp_path, pebble, two_sites())
     first = env.run("renew")
     assert first.returncode == 0, first.stderr
     assert "one: issued (NoCertificate)" in first.stdout
@@ -67,7 +73,7 @@ def test_issue_publish_status_then_nothing_to_do(tmp_path: Path, pebble: PebbleS
 
 
 def test_force_renews_only_the_named_site(tmp_path: Path, pebble: PebbleServer) -> None:
-    env = TbEnv(tmp_path, pebble, two_sites())
+    env = tbenv(tmp_path, pebble, two_sites())
     assert env.run("renew").returncode == 0
     one, two = env.published("one"), env.published("two")
     r = env.run("renew", "--force", "--site", "one")
@@ -78,7 +84,7 @@ def test_force_renews_only_the_named_site(tmp_path: Path, pebble: PebbleServer) 
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path, pebble: PebbleServer) -> None:
-    env = TbEnv(tmp_path, pebble, two_sites())
+    env = tbenv(tmp_path, pebble, two_sites())
     r = env.run("renew", "--dry-run")
     assert r.returncode == 0, r.stderr
     assert "one: issue: NoCertificate" in r.stdout and "certbot: issue" in r.stdout
@@ -86,7 +92,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path, pebble: Peb
 
 
 def test_changed_domains_reissue_under_the_same_name(tmp_path: Path, pebble: PebbleServer) -> None:
-    env = TbEnv(tmp_path, pebble, {"one": {"domains": ["a.example.com"]}})
+    env = tbenv(tmp_path, pebble, {"one": {"domains": ["a.example.com"]}})
     assert env.run("renew").returncode == 0
     env.sites["one"]["domains"] = ["a.example.com", "b.example.com"]
     r = env.run("renew")
@@ -97,7 +103,7 @@ def test_changed_domains_reissue_under_the_same_name(tmp_path: Path, pebble: Peb
 
 
 def test_changed_key_type_reissues(tmp_path: Path, pebble: PebbleServer) -> None:
-    env = TbEnv(tmp_path, pebble, {"one": {"domains": ["k.example.com"]}})
+    env = tbenv(tmp_path, pebble, {"one": {"domains": ["k.example.com"]}})
     assert env.run("renew").returncode == 0
     env.acme["key_type"] = "rsa2048"
     r = env.run("renew")
@@ -107,7 +113,7 @@ def test_changed_key_type_reissues(tmp_path: Path, pebble: PebbleServer) -> None
 
 
 def test_an_existing_certbot_lineage_is_adopted_not_reissued(tmp_path: Path, pebble: PebbleServer) -> None:
-    env = TbEnv(tmp_path, pebble, {"legacy": {"domains": ["legacy.example.com"]}})
+    env = tbenv(tmp_path, pebble, {"legacy": {"domains": ["legacy.example.com"]}})
     subprocess.run(
         [str(Path(sys.executable).with_name("certbot")), "certonly", "--standalone", "--non-interactive",
          "--agree-tos", "-m", "a@example.com", "--server", pebble.directory_url,
@@ -139,7 +145,7 @@ def webroot_server(tmp_path: Path, pebble: PebbleServer) -> Iterator[Path]:
 
 
 def test_webroot_method(tmp_path: Path, pebble: PebbleServer, webroot_server: Path) -> None:
-    env = TbEnv(tmp_path, pebble, {"web": {"domains": ["web.example.com"]}},
+    env = tbenv(tmp_path, pebble, {"web": {"domains": ["web.example.com"]}},
                 challenge={"method": "webroot", "webroot": str(webroot_server)})
     r = env.run("renew")
     assert r.returncode == 0, r.stderr
@@ -148,7 +154,7 @@ def test_webroot_method(tmp_path: Path, pebble: PebbleServer, webroot_server: Pa
 
 def test_ari_revocation_triggers_renewal(tmp_path: Path, pebble: PebbleServer) -> None:
     """Revoking moves Pebble's ARI window into the past: the next check after Retry-After renews."""
-    env = TbEnv(tmp_path, pebble, {"ari": {"domains": ["ari.example.com"]}})
+    env = tbenv(tmp_path, pebble, {"ari": {"domains": ["ari.example.com"]}})
     assert env.run("renew").returncode == 0
     old = env.published("ari")
     subprocess.run(
@@ -171,7 +177,7 @@ def test_ari_revocation_triggers_renewal(tmp_path: Path, pebble: PebbleServer) -
 
 
 def test_ca_down_fails_the_run_and_leaves_published_files_alone(tmp_path: Path, pebble: PebbleServer) -> None:
-    env = TbEnv(tmp_path, pebble, two_sites())
+    env = tbenv(tmp_path, pebble, two_sites())
     assert env.run("renew").returncode == 0
     before = {s: env.published(s, "fullchain.pem") for s in ("one", "two")}
     snapshot = {k: v for k, v in env.snapshot().items() if "/certs/" in k}
@@ -186,7 +192,7 @@ def test_ca_down_fails_the_run_and_leaves_published_files_alone(tmp_path: Path, 
 
 
 def test_one_failing_site_does_not_stop_the_others(tmp_path: Path, pebble: PebbleServer) -> None:
-    env = TbEnv(tmp_path, pebble, {"bad": {"domains": ["blocked-domain.example"]},
+    env = tbenv(tmp_path, pebble, {"bad": {"domains": ["blocked-domain.example"]},
                                    "good": {"domains": ["good.example.com"]}})
     r = env.run("renew")
     assert r.returncode == 1
@@ -199,14 +205,16 @@ def test_one_failing_site_does_not_stop_the_others(tmp_path: Path, pebble: Pebbl
 
 def test_pebble_rejecting_30_percent_of_nonces_still_succeeds(tmp_path: Path) -> None:
     with PebbleServer(http_01_port=free_port(), nonce_reject=30) as flaky:
-        env = TbEnv(tmp_path, flaky, two_sites())
+        env = tbenv(tmp_path, flaky, two_sites())
         r = env.run("renew")
         assert r.returncode == 0, r.stderr + flaky.logs()
         assert env.published("one") and env.published("two")
+        logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("letsencrypt.log*"))
+        assert "badNonce, retrying with a fresh nonce" in logs  # the rejections really happened
 
 
 def test_validate_and_bad_config(tmp_path: Path, pebble: PebbleServer) -> None:
-    env = TbEnv(tmp_path, pebble, two_sites())
+    env = tbenv(tmp_path, pebble, two_sites())
     ok = env.run("validate")
     assert ok.returncode == 0 and ok.stdout == "" and ok.stderr == ""
     env.sites["two"]["domains"] = ["*.two.example.com"]

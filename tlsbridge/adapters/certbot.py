@@ -31,7 +31,8 @@ from tlsbridge.retry import retry
 
 logger = logging.getLogger(__name__)
 
-_ENTRY = "import sys; from certbot.main import main; sys.exit(main())"
+# certbot's main with a more patient badNonce retry (see tlsbridge/certbot_main.py).
+_ENTRY = ["-m", "tlsbridge.certbot_main"]
 _SECRET_FLAGS = ("--eab-hmac-key",)
 _KEY_ARGS = {
     "ecdsa": ["--key-type", "ecdsa", "--elliptic-curve", "secp256r1"],
@@ -144,7 +145,7 @@ class CertbotRunner:
     def run(self, argv: list[str]) -> RunResult:
         timeout = self.cfg.certbot.timeout.total_seconds()
         proc = subprocess.Popen(
-            [sys.executable, "-c", _ENTRY, *argv],
+            [sys.executable, *_ENTRY, *argv],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tlsbridge.adapters.certmemo import MEMO
 from tlsbridge.adapters.publish import CertFiles
-from tlsbridge.certinfo import parse_pem
 from tlsbridge.model import ObservedCert
 
 
@@ -20,12 +20,11 @@ class CertStore:
         return self.config_dir / "live" / site
 
     def observe(self, site: str) -> ObservedCert | None:
-        """The lineage's current certificate, or None when certbot holds none for the site."""
-        try:
-            pem = (self.live_dir(site) / "cert.pem").read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return parse_pem(pem)
+        """The lineage's current certificate, or None when certbot holds none for the site.
+
+        Parsed once per file: an unchanged lineage costs one stat() (adapters/certmemo.py).
+        """
+        return MEMO.observe(self.live_dir(site) / "cert.pem")
 
     def files(self, site: str) -> CertFiles | None:
         live = self.live_dir(site)

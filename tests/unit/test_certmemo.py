@@ -1,0 +1,80 @@
+"""Parsed certificates remembered by file identity (what keeps an idle sidecar parser-free)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from helpers import cert_files
+
+import tlsbridge.certinfo
+from tlsbridge.adapters.certmemo import CertMemo
+from tlsbridge.certinfo import parse_pem
+
+
+def write(path: Path, data: bytes) -> None:
+    """Replace `path` the way certbot and the publisher do: a new file, then a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def test_parsed_once_per_file_and_again_when_the_file_is_replaced(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    memo = CertMemo()
+    path = tmp_path / "cert.pem"
+    first = cert_files(("a.example",)).cert
+    write(path, first)
+    got = memo.observe(path)
+    assert got == parse_pem(first) and memo.dirty
+
+    def refuse(pem: bytes) -> object:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(tlsbridge.certinfo, "parse_pem", refuse)
+    assert memo.observe(path) is got  # same file: no read, no parse
+    monkeypatch.undo()
+
+    second = cert_files(("b.example",)).cert
+    write(path, second)
+    assert memo.observe(path) == parse_pem(second)
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    memo = CertMemo()
+    assert memo.observe(tmp_path / "nope.pem") is None
+    assert memo.observe(tmp_path / "nope" / "cert.pem") is None
+    (tmp_path / "bad.pem").write_bytes(b"not a certificate")
+    with pytest.raises(ValueError):
+        memo.observe(tmp_path / "bad.pem")
+
+
+def test_saved_and_loaded_without_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, gone = tmp_path / "cert.pem", tmp_path / "gone.pem"
+    write(path, cert_files(("a.example", "www.a.example")).cert)
+    write(gone, cert_files(("g.example",)).cert)
+    memo = CertMemo()
+    want = memo.observe(path)
+    memo.observe(gone)
+    gone.unlink()
+    store = tmp_path / "state" / "certs-memo.json"
+    memo.save(store)
+    assert not memo.dirty
+    assert oct(store.stat().st_mode & 0o777) == "0o600"
+    assert str(gone) not in store.read_text()  # vanished files are forgotten
+
+    monkeypatch.setattr(tlsbridge.certinfo, "parse_pem", lambda pem: pytest.fail("parsed"))
+    fresh = CertMemo()
+    fresh.load(store)
+    assert fresh.observe(path) == want
+    assert not fresh.dirty
+
+
+def test_a_corrupt_memo_file_is_ignored(tmp_path: Path) -> None:
+    store = tmp_path / "certs-memo.json"
+    for text in ("{", '{"version": 99, "certs": {}}', '{"version": 1, "certs": {"x": {"key": 1}}}'):
+        store.write_text(text)
+        memo = CertMemo()
+        memo.load(store)
+        assert memo.observe(tmp_path / "x") is None

@@ -1,0 +1,113 @@
+"""The reconciler's delivery phases with a recording deliverer: batching, bootstrap, repair.
+
+The obtainer writes a certbot-like lineage from cryptography-made certificates; everything else
+(publisher, certstore, state store) is the real code on a temp folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from helpers import T0, cert_files
+
+from tlsbridge import config
+from tlsbridge.adapters.publish import Publisher
+from tlsbridge.certinfo import parse_pem
+from tlsbridge.clock import FixedClock
+from tlsbridge.config import Site
+from tlsbridge.errors import ReloadError, TlsbridgeError
+from tlsbridge.model import Action, ObservedCert
+from tlsbridge.reconcile import DELIVERED, Reconciler
+
+
+class Obtainer:
+    def __init__(self, root: Path, log: list[str]) -> None:
+        self.root, self.log = root, log
+
+    def obtain(self, site: Site, action: Action) -> None:
+        self.log.append(f"obtain {site.name}")
+        live = self.root / "live" / site.name
+        live.mkdir(parents=True, exist_ok=True)
+        for name, data in cert_files(site.domains, not_before=T0).by_name().items():
+            (live / name).write_bytes(data)
+
+
+class Deliverer:
+    def __init__(self, log: list[str], publisher: Publisher, fail: Mapping[str, TlsbridgeError] | None = None):
+        self.log, self.publisher, self.fail = log, publisher, dict(fail or {})
+
+    def wants(self, site: Site) -> bool:
+        return True
+
+    def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
+        for s in sites:  # what nginx would load when started now
+            assert parse_pem(self.publisher.read(s.name) or b"").placeholder
+        self.log.append("bootstrap " + ",".join(s.name for s in sites))
+        return {}
+
+    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> Mapping[str, TlsbridgeError]:
+        self.log.append("deliver " + ",".join(s.name for s, _ in items))
+        return {s.name: self.fail[s.name] for s, _ in items if s.name in self.fail}
+
+
+def setup(tmp_path: Path, fail: Mapping[str, TlsbridgeError] | None = None) -> tuple[Reconciler, list[str]]:
+    cfg = config.parse(f"""
+acme: {{directory: https://ca.invalid/dir}}
+certbot: {{config_dir: {tmp_path}/le}}
+publish: {{dir: {tmp_path}/certs}}
+state: {{dir: {tmp_path}/state}}
+renewal: {{before_expiry: 30d}}
+sites:
+  one: {{domains: [one.example.com]}}
+  two: {{domains: [two.example.com]}}
+""", base=tmp_path)
+    log: list[str] = []
+    publisher = Publisher(cfg.publish.dir)
+    rec = Reconciler(cfg, FixedClock(T0), obtainer=Obtainer(cfg.certbot.config_dir, log),
+                     deliverer=Deliverer(log, publisher, fail))
+    return rec, log
+
+
+def test_placeholders_then_one_bootstrap_then_issue_then_one_delivery_batch(tmp_path: Path) -> None:
+    rec, log = setup(tmp_path)
+    outcomes = rec.run_pass()
+    assert [o.ok for o in outcomes] == [True, True]
+    assert log == ["bootstrap one,two", "obtain one", "obtain two", "deliver one,two"]
+    assert not list((tmp_path / "le").rglob("*placeholder*"))
+    for o in outcomes:
+        assert o.cert is not None and rec.store.get(o.site).extra[DELIVERED] == o.cert.fingerprint
+        assert not parse_pem(rec.publisher.read(o.site) or b"").placeholder
+
+    log.clear()
+    again = rec.run_pass()
+    assert log == [] and all(o.plan.decision.action is Action.NONE for o in again)
+
+
+def test_a_failed_delivery_fails_only_its_site_and_is_retried_without_reissuing(tmp_path: Path) -> None:
+    rec, log = setup(tmp_path, {"two": ReloadError("site=two: nginx's config test failed in container web")})
+    outcomes = {o.site: o for o in rec.run_pass()}
+    assert outcomes["one"].ok and not outcomes["two"].ok
+    assert outcomes["two"].issued and outcomes["two"].published and outcomes["two"].reason == "Reload"
+    assert DELIVERED not in rec.store.get("two").extra
+
+    log.clear()
+    assert rec.deliverer is not None
+    rec.deliverer.fail.clear()  # type: ignore[attr-defined]
+    again = {o.site: o for o in rec.run_pass()}
+    assert again["two"].ok and again["two"].plan.decision.reason == "NotDelivered"
+    assert again["one"].plan.decision.action is Action.NONE
+    assert log == ["deliver two"]
+
+
+def test_a_published_placeholder_with_a_valid_lineage_is_published_over(tmp_path: Path) -> None:
+    rec, log = setup(tmp_path)
+    rec.run_pass()
+    from tlsbridge.placeholder import make_placeholder
+
+    rec.publisher.publish("one", make_placeholder("one", ("one.example.com",), T0))
+    log.clear()
+    outcomes = {o.site: o for o in rec.run_pass()}
+    assert outcomes["one"].plan.decision.reason == "NotPublished" and outcomes["one"].published
+    assert log == ["deliver one"]
+    assert rec.publisher.read("one") == (tmp_path / "le/live/one/cert.pem").read_bytes()

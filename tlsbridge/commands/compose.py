@@ -1,0 +1,227 @@
+"""`tlsbridge compose`: write a compose file and the nginx snippets it mounts.
+
+Everything is rendered (and every problem reported, exit 2) before the first byte is written.
+Files are replaced atomically (temp file, fsync, rename) and left alone when unchanged, so
+running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tlsbridge.errors import TlsbridgeError, UsageError
+
+if TYPE_CHECKING:
+    from tlsbridge.cli import Context
+    from tlsbridge.config import Config
+    from tlsbridge.render.compose import ComposeSpec
+
+logger = logging.getLogger(__name__)
+
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", type=Path, metavar="FILE",
+                        help="write the compose file here (atomically); default: stdout")
+    parser.add_argument("--nginx-dir", type=Path, metavar="DIR",
+                        help="where the nginx snippets go (default: nginx/ next to FILE, "
+                             "or ./nginx without -o)")
+    parser.add_argument("--sidecar", action="store_true",
+                        help="add a tlsbridge service (`tlsbridge run`) sharing named volumes "
+                             "with nginx, instead of mounting host folders")
+    parser.add_argument("--socket-proxy", action="store_true",
+                        help="with the sidecar: reach Docker through a filtering socket proxy "
+                             "instead of mounting the socket (implies --sidecar)")
+    parser.add_argument("--image", default="nginx:stable",
+                        help="nginx image (default: nginx:stable)")
+    parser.add_argument("--http2", choices=("listen", "on", "off"), default="listen",
+                        help="listen: `listen 443 ssl http2` (any nginx; deprecated warning "
+                             "from 1.25.1); on: `http2 on` (nginx >= 1.25.1); off. "
+                             "Default: listen")
+    parser.add_argument("--build-context", type=Path, metavar="DIR",
+                        help="sidecar: a tlsbridge source folder with deploy/Dockerfile to "
+                             "build the image from (default: the compose file's folder)")
+    parser.add_argument("--sidecar-image", metavar="IMAGE",
+                        help="sidecar: run this tlsbridge image instead of building one")
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    from tlsbridge.render import compose, nginx
+
+    cfg = ctx.config()
+    to_stdout = args.output is None or str(args.output) == "-"
+    out_file = None if to_stdout else Path(os.path.abspath(args.output))
+    base = out_file.parent if out_file else Path(os.getcwd())
+    if out_file is not None and not base.is_dir():
+        raise UsageError(f"-o {args.output}: folder {base} does not exist")
+    if out_file is not None and out_file.is_dir():
+        raise UsageError(f"-o {args.output}: is a folder, give a file name")
+    nginx_dir = Path(os.path.abspath(args.nginx_dir)) if args.nginx_dir else base / "nginx"
+    if nginx_dir.exists() and not nginx_dir.is_dir():
+        raise UsageError(f"--nginx-dir {args.nginx_dir}: not a folder")
+    for opt, image in (("--image", args.image), ("--sidecar-image", args.sidecar_image)):
+        if image is not None and not _IMAGE.fullmatch(image):
+            raise UsageError(f"{opt} {image!r}: not an image reference like nginx:stable")
+    sidecar = args.sidecar or args.socket_proxy
+    _warn(cfg)
+
+    source = Path(cfg.source).name
+    snippets = nginx.render_all(cfg.sites.values(), nginx.NginxOptions(args.http2, source))
+    spec = compose.ComposeSpec(
+        source=source,
+        sites=[compose.SiteMount(name, shown(cfg.publish.dir / name, base)) for name in cfg.sites],
+        nginx_dir=shown(nginx_dir, base),
+        webroot=shown(cfg.challenge.webroot, base),
+        image=args.image,
+    )
+    if sidecar:
+        spec = _sidecar_spec(cfg, spec, base, args)
+    text = compose.render(spec)
+
+    nginx_dir.mkdir(parents=True, exist_ok=True)
+    changed = [name for name, body in sorted(snippets.items())
+               if write_atomic(nginx_dir / name, body)]
+    removed = remove_stale(nginx_dir, set(snippets))
+    logger.info("nginx snippets in %s: %d written, %d unchanged, %d stale removed", nginx_dir,
+                len(changed), len(snippets) - len(changed), len(removed))
+    if out_file is None:
+        sys.stdout.write(text)
+    elif write_atomic(out_file, text):
+        logger.info("wrote %s", out_file)
+    else:
+        logger.info("%s is up to date", out_file)
+    return 0
+
+
+def shown(path: Path, base: Path) -> str:
+    """A host path as the compose file shows it: ./relative inside `base`, else absolute."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        rel = absolute.relative_to(base)
+    except ValueError:
+        return str(absolute)
+    return "." if str(rel) == "." else f"./{rel}"
+
+
+def _sidecar_spec(cfg: Config, spec: ComposeSpec, base: Path,
+                  args: argparse.Namespace) -> ComposeSpec:
+    from dataclasses import replace
+
+    from tlsbridge.render.compose import SIDECAR_CONFIG_DIR, SidecarPaths
+
+    config_file = Path(os.path.abspath(cfg.source))
+    host_dir = config_file.parent
+    inside = Path(SIDECAR_CONFIG_DIR)
+    data = {
+        "publish.dir": cfg.publish.dir,
+        "challenge.webroot": cfg.challenge.webroot,
+        "certbot.config_dir": cfg.certbot.config_dir,
+        "state.dir": cfg.state.dir,
+    }
+    scratch = {"certbot.work_dir": cfg.certbot.work_dir, "certbot.logs_dir": cfg.certbot.logs_dir}
+    for key, path in {**data, **scratch}.items():
+        if _under(path, host_dir) or _under(path, inside):
+            raise UsageError(
+                f"{cfg.source}: {key}: with --sidecar the paths in the config are paths inside "
+                f"the tlsbridge container, where the config folder is mounted read-only at "
+                f"{SIDECAR_CONFIG_DIR}; give an absolute path outside it, e.g. /var/lib/tlsbridge/...")
+    seen: dict[Path, str] = {}
+    for key, path in data.items():
+        if path in seen:
+            raise UsageError(f"{cfg.source}: {key}: same folder as {seen[path]}; with --sidecar "
+                             "each becomes its own volume")
+        seen[path] = key
+    for key, extra in (("acme.ca_bundle", cfg.acme.ca_bundle),
+                       ("challenge.dns_credentials", cfg.challenge.dns_credentials)):
+        if extra is not None and not _under(extra, host_dir):
+            logger.warning("%s: %s is outside the config's folder, which is all the sidecar "
+                           "sees of the host: put it next to the config and refer to it "
+                           "relatively", cfg.source, key)
+    context = args.build_context if args.build_context is not None else base
+    return replace(
+        spec,
+        sidecar=True,
+        socket_proxy=bool(args.socket_proxy),
+        config_dir=shown(host_dir, base),
+        config_name=config_file.name,
+        build_context=os.path.relpath(os.path.abspath(context), base),
+        sidecar_image=args.sidecar_image,
+        inside=SidecarPaths(str(cfg.publish.dir), str(cfg.challenge.webroot),
+                            str(cfg.certbot.config_dir), str(cfg.state.dir)),
+    )
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return Path(os.path.abspath(path)).is_relative_to(folder)
+
+
+def _warn(cfg: Config) -> None:
+    for site in cfg.sites.values():
+        for i, target in enumerate(site.reload):
+            if target.container:
+                logger.warning("%s: sites.%s.reload[%d]: compose names the generated nginx "
+                               "container <project>-nginx-1, not %s; its tlsbridge.site label "
+                               "already makes it a reload target, so this entry can go",
+                               cfg.source, site.name, i, target.container)
+    if cfg.challenge.method == "standalone" and cfg.sites:
+        logger.warning("%s: challenge.method is standalone, but the generated nginx takes port "
+                       "80; use method webroot (nginx serves challenge.webroot) for renewals "
+                       "to work while nginx runs", cfg.source)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Replace `path` with `text` (temp file in the same folder, fsync, rename).
+
+    Returns False, touching nothing, when the file already holds exactly this text.
+    Raises TlsbridgeError (exit 1) when the file cannot be written.
+    """
+    data = text.encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise TlsbridgeError(f"cannot read {path}: {exc}") from exc
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.fchmod(fd, mode)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise TlsbridgeError(f"cannot write {path}: {exc}") from exc
+    return True
+
+
+def remove_stale(folder: Path, keep: set[str]) -> list[str]:
+    """Remove generated site snippets of sites no longer in the config (only files we wrote)."""
+    from tlsbridge.render.nginx import SITE_PREFIX, is_generated
+
+    removed = []
+    for path in sorted(folder.glob(f"{SITE_PREFIX}*.conf")):
+        if path.name in keep or not path.is_file():
+            continue
+        try:
+            with path.open(encoding="utf-8", errors="replace") as fh:
+                head = fh.read(200)
+            if is_generated(head):
+                path.unlink()
+                removed.append(path.name)
+        except OSError as exc:
+            raise TlsbridgeError(f"cannot remove stale snippet {path}: {exc}") from exc
+    return removed
