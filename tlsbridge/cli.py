@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("tlsbridge.commands.validate", "check the config; print nothing on success"),
     "renew": ("tlsbridge.commands.renew", "one pass: issue or renew what is due, publish, reload"),
     "status": ("tlsbridge.commands.status", "show every site's certificate from local files"),
+    "run": ("tlsbridge.commands.run", "the sidecar: keep certificates fresh; /healthz /readyz /metrics /"),
     "compose": ("tlsbridge.commands.compose", "write a compose file and nginx snippets for the sites"),
     "daemon-tls": ("tlsbridge.commands.daemon_tls", "mutual TLS for the Docker engine on :2376"),
     "doctor": ("tlsbridge.commands.doctor", "find what keeps certificates from being served, with fixes"),

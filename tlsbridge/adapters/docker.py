@@ -250,9 +250,15 @@ def own_container_id() -> str | None:
     if not (Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()):
         return None
     with contextlib.suppress(OSError):
-        m = _CONTAINER_ID.search(Path("/proc/self/mountinfo").read_text())
-        if m:
-            return m.group(1)
+        # Only the engine's bind mount of our own /etc/hostname names us: on a host that itself
+        # has a /.dockerenv, other containers' /var/lib/docker/containers/<id>/mounts/... show
+        # up in mountinfo too (as mount points), and must not be taken for ours.
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 4 and fields[4] == "/etc/hostname":
+                m = _CONTAINER_ID.search(fields[3])
+                if m:
+                    return m.group(1)
     host = socket.gethostname()
     return host if re.fullmatch(r"[0-9a-f]{12,64}", host) else None
 

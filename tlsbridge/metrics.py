@@ -1,0 +1,131 @@
+"""The sidecar's Prometheus metrics (prometheus-client, one private registry).
+
+Every name starts with `tlsbridge_`; per-site series carry the label `site`. Times are Unix
+seconds (as `time()` in PromQL: alert on `tlsbridge_certificate_not_after_seconds - time()`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+from tlsbridge import __version__
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+# Gauges whose value is a moment, per site: name -> help.
+SITE_TIMES = {
+    "not_before": ("tlsbridge_certificate_not_before_seconds",
+                   "notBefore of the site's published certificate (Unix seconds)"),
+    "not_after": ("tlsbridge_certificate_not_after_seconds",
+                  "notAfter of the site's published certificate (Unix seconds)"),
+    "renewal": ("tlsbridge_certificate_renewal_time_seconds",
+                "The chosen renewal moment of the site's certificate (Unix seconds)"),
+    "last_success": ("tlsbridge_last_success_time_seconds",
+                     "When the site last got a certificate issued or published (Unix seconds)"),
+    "next_wakeup": ("tlsbridge_next_wakeup_time_seconds",
+                    "When the sidecar next looks at the site on its own (Unix seconds)"),
+}
+SITE_FAILURES = ("tlsbridge_site_consecutive_failures",
+                 "Consecutive failed attempts of the site (0: healthy)")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # No *_created series: they double the output for no use here.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)
+        Gauge("tlsbridge_build_info", "tlsbridge version", ["version"], registry=r).labels(
+            __version__).set(1)
+        self.sites = _SiteCollector()
+        r.register(self.sites)
+        self.passes = Counter("tlsbridge_passes", "Reconcile passes run, by scope (all, sites)",
+                              ["scope"], registry=r)
+        self.pass_errors = Counter("tlsbridge_pass_errors",
+                                   "Passes that could not run at all (e.g. the state store failed)",
+                                   registry=r)
+        self.pass_duration = Gauge("tlsbridge_last_pass_duration_seconds",
+                                   "Wall time of the last pass", registry=r)
+        self.last_pass = Gauge("tlsbridge_last_pass_time_seconds",
+                               "When the last pass finished (Unix seconds)", registry=r)
+        self.issuances = Counter("tlsbridge_issuances", "Certificates obtained from the CA",
+                                 ["site"], registry=r)
+        self.failures = Counter("tlsbridge_failures", "Failed site attempts, by reason",
+                                ["site", "reason"], registry=r)
+        self.reloads = Counter("tlsbridge_reloads", "nginx reloads done for the site",
+                               ["site"], registry=r)
+        self.verify_failures = Counter("tlsbridge_verification_failures",
+                                       "Checks that found a target not serving the published "
+                                       "certificate", ["site"], registry=r)
+        self.config_reloads = Counter("tlsbridge_config_reloads", "SIGHUP config reloads, by result",
+                                      ["result"], registry=r)
+        self.docker_up = Gauge("tlsbridge_docker_events_connected",
+                               "1 while the Docker event stream is connected", registry=r)
+        # Labelled so the series is absent (not 0) until daemon_tls is configured and read.
+        self.daemon_tls_not_after = Gauge("tlsbridge_daemon_tls_not_after_seconds",
+                                          "notAfter of the Docker engine's TLS certificate "
+                                          "(daemon_tls; Unix seconds)", ["cert"], registry=r)
+        self._counted: set[str] = set()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def set_sites(self, sites: Mapping[str, SiteValues]) -> None:
+        """Replace every per-site gauge at once (sites missing from `sites` disappear)."""
+        self.sites.snapshot = {name: dict(v) for name, v in sites.items()}
+        self.forget_sites(sites)
+
+    def forget_sites(self, keep: Iterable[str]) -> None:
+        """Drop the counters of sites no longer in the config."""
+        keep = set(keep)
+        for counter in (self.issuances, self.reloads, self.verify_failures):
+            for labels in list(_children(counter)):
+                if labels[0] not in keep:
+                    counter.remove(*labels)
+        for labels in list(_children(self.failures)):
+            if labels[0] not in keep:
+                self.failures.remove(*labels)
+
+
+SiteValues = Mapping[str, "datetime | float | int | None"]
+
+
+class _SiteCollector:
+    """Per-site gauges computed at scrape time from the last snapshot.
+
+    A custom collector rather than labelled Gauge children: a snapshot is swapped in one
+    assignment (no half-updated scrape), and 200 sites cost a dict, not 1,200 metric objects.
+    """
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, dict[str, datetime | float | int | None]] = {}
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # names are fixed (SITE_TIMES, SITE_FAILURES); nothing to check at registration
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snapshot = self.snapshot
+        for key, (name, text) in (*SITE_TIMES.items(), ("failures", SITE_FAILURES)):
+            family = GaugeMetricFamily(name, text, labels=["site"])
+            for site in sorted(snapshot):
+                value = snapshot[site].get(key)
+                if value is not None:
+                    family.add_metric([site], value.timestamp() if isinstance(value, datetime)
+                                      else float(value))
+            yield family
+
+
+def _children(metric: Counter) -> list[tuple[str, ...]]:
+    return [tuple(k) for k in metric._metrics]  # prometheus-client keeps labelled children here

@@ -1,0 +1,383 @@
+"""`tlsbridge run`: the long-running loop. APScheduler wiring, signals, one pass at a time.
+
+Threads and who does what:
+
+- the main thread runs every pass, one at a time, from a queue of requests (so passes never
+  overlap, and SIGTERM can interrupt a running certbot: the certbot adapter kills its child
+  when the wait is interrupted);
+- APScheduler's BackgroundScheduler only times things: the periodic check (check_interval plus
+  jitter after each full pass) and one job per site at its chosen renewal moment or backoff
+  retry. Its jobs just enqueue a request;
+- the HTTP endpoint (httpapi) and the Docker event watcher (dockerwatch) run in their own
+  threads and never touch certificates.
+
+Signals: SIGTERM/SIGINT stop after the current step (a pass still running after GRACE seconds
+is abandoned; publication is atomic, so nothing is half-published); SIGHUP reloads the config
+(an invalid one is logged and the old one kept).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from tlsbridge import timetable
+from tlsbridge.adapters.certmemo import MEMO
+from tlsbridge.clock import Clock, to_wall
+from tlsbridge.config import Config
+from tlsbridge.durations import format_duration
+from tlsbridge.errors import TlsbridgeError
+from tlsbridge.metrics import Metrics
+from tlsbridge.sidecar_view import SidecarView
+from tlsbridge.timetable import Wakeup
+
+if TYPE_CHECKING:
+    from tlsbridge.reconcile import Reconciler
+
+logger = logging.getLogger(__name__)
+
+GRACE = 4.0  # seconds a running pass gets to finish after SIGTERM before it is abandoned
+
+
+class PassAbandoned(BaseException):
+    """Raised in the main thread by a second stop signal while a pass runs."""
+
+
+@dataclass(frozen=True)
+class Request:
+    kind: str  # "pass" | "verify" | "reload" | "stop"
+    sites: frozenset[str] | None = None  # None: every site
+    why: str = ""
+
+
+STOP = Request("stop")
+
+
+class Daemon:
+    def __init__(self, cfg: Config, load_config: Callable[[], Config], clock: Clock, *,
+                 host: str, port: int, rng: random.Random | None = None,
+                 watch_docker: bool = True) -> None:
+        from tlsbridge.httpapi import HttpApi
+        from tlsbridge.wiring import build_reconciler
+
+        self.cfg = cfg
+        self._load_config = load_config
+        self._build = build_reconciler
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.metrics = Metrics()
+        self.reconciler = self._reconciler(cfg)
+        self.queue: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self.stopping = False
+        self.busy_since: float | None = None
+        self._abandoning = False
+        self._failed_passes = 0
+        self.wakeups: dict[str, Wakeup] = {}
+        self.view = SidecarView(self)
+        self.http = HttpApi(self.view, host, port)
+        self.scheduler = self._make_scheduler()
+        self.watcher: Any = None
+        self._watch_docker = watch_docker
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT. Returns the exit code (0)."""
+        self._install_signals()
+        MEMO.load(self._memo_file())
+        self.http.start()
+        self.scheduler.start()
+        c = self.cfg
+        logger.info("run: serving http://%s:%d/ (healthz, readyz, metrics, status page); %d site(s), "
+                    "check every %s + up to %s jitter", *self.http.server.server_address[:2],
+                    len(c.sites), format_duration(c.renewal.check_interval),
+                    format_duration(c.renewal.jitter))
+        if self._watch_docker:
+            self._start_watcher()
+        self.queue.put(Request("pass", None, "start"))
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    break
+                try:
+                    self._handle(batch)
+                except PassAbandoned:
+                    logger.warning("run: stop requested: abandoned the pass underway (what was "
+                                   "published stays intact; the next start finishes the work)")
+                    break
+                except Exception as exc:  # noqa: BLE001 - keep serving; the next pass retries
+                    logger.error("run: unexpected error: %s: %s (run with -v for the traceback)",
+                                 exc.__class__.__name__, exc)
+                    logger.debug("run: traceback", exc_info=True)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _next_batch(self) -> list[Request] | None:
+        batch = [self.queue.get()]
+        while True:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        if self.stopping or STOP in batch:
+            logger.info("run: stopping")
+            return None
+        return batch
+
+    def _shutdown(self) -> None:
+        self.stopping = True
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.http.stop()
+        logger.info("run: stopped")
+
+    # -- signals (handlers run in the main thread, between bytecodes: keep them tiny) ------------
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.queue.put(STOP)  # SimpleQueue.put is reentrant: safe in a signal handler
+            if self.busy_since is not None:
+                t = threading.Timer(GRACE, self._abandon)
+                t.daemon = True
+                t.start()
+            return
+        if self.busy_since is not None and not self._abandoning:
+            self._abandoning = True
+            raise PassAbandoned()
+
+    def _abandon(self) -> None:
+        if self.busy_since is not None and not self._abandoning:
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self.queue.put(Request("reload", None, "SIGHUP"))
+
+    # -- requests --------------------------------------------------------------------------------
+    def _handle(self, batch: list[Request]) -> None:
+        full = False
+        sites: set[str] = set()
+        verify: set[str] = set()
+        whys = {r.why for r in batch if r.why}
+        for r in batch:
+            if r.kind == "reload":
+                full |= self._reload_config()
+            elif r.kind == "pass":
+                if r.sites is None:
+                    full = True
+                else:
+                    sites |= r.sites
+            elif r.kind == "verify" and r.sites:
+                verify |= r.sites
+        known = set(self.cfg.sites)
+        if full:
+            self._pass(None, ", ".join(sorted(whys)))
+        elif sites & known:
+            self._pass(sorted(sites & known), ", ".join(sorted(whys)))
+        if verify & known:
+            self._verify(sorted(verify & known))
+
+    def enqueue(self, request: Request) -> None:
+        """From any thread (APScheduler jobs, the Docker watcher)."""
+        self.queue.put(request)
+
+    # -- passes ----------------------------------------------------------------------------------
+    def _pass(self, names: list[str] | None, why: str) -> None:
+        start = time.perf_counter()
+        started = self.clock.now()
+        self.busy_since = time.monotonic()
+        try:
+            outcomes = self.reconciler.run_pass(names)
+        except Exception as exc:  # noqa: BLE001 - the daemon outlives any one failed pass
+            self._failed_passes += 1
+            self.metrics.pass_errors.inc()
+            retry = timetable.pass_retry(self.clock.now(), self.cfg.renewal.check_interval,
+                                         self._failed_passes)
+            what = str(exc) if isinstance(exc, TlsbridgeError) else (
+                f"unexpected error: {exc.__class__.__name__}: {exc} (run with -v for the traceback)")
+            logger.error("run: the pass could not run (%s): %s; retrying at %s", why, what, _ts(retry))
+            logger.debug("run: pass traceback", exc_info=True)
+            self._schedule_check(retry)
+            if not self.view.ready:
+                self.view.ready = True  # the first pass did finish, if badly: /readyz must say so
+            return
+        finally:
+            self.busy_since = None
+        elapsed = time.perf_counter() - start
+        self._failed_passes = 0
+        now = self.clock.now()
+        self.metrics.passes.labels("all" if names is None else "sites").inc()
+        self.metrics.pass_duration.set(elapsed)
+        self.metrics.last_pass.set(now.timestamp())
+        if names is None:
+            if self.cfg.daemon_tls is not None:
+                self._daemon_tls(now)
+            self._schedule_check(timetable.next_check(now, self.cfg.renewal.check_interval,
+                                                      self.cfg.renewal.jitter, self.rng))
+        self._refresh(now)
+        self.view.record(outcomes, now)  # after the gauges: a counter that moved means all is current
+        MEMO.save(self._memo_file())
+        failed = [o.site for o in outcomes if not o.ok]
+        issued = [o.site for o in outcomes if o.issued]
+        nxt = min(self.wakeups.values(), key=lambda w: w.at, default=None)
+        logger.log(logging.WARNING if failed else logging.INFO,
+                   "run: pass (%s) started %s over %d site(s) in %.0f ms: %s issued, %s failed; "
+                   "next check %s, next site wake-up %s", why or "scheduled", _ts(started),
+                   len(outcomes), elapsed * 1000, _count(issued), _count(failed),
+                   _ts(self.view.next_check), nxt or "none")
+        if not self.view.ready:
+            self.view.ready = True
+            logger.info("run: first pass done; ready")
+
+    def _reconciler(self, cfg: Config) -> Reconciler:
+        from tlsbridge.dockerwatch import CountingDeliverer
+
+        rec = self._build(cfg, self.clock)
+        if rec.deliverer is not None:
+            rec.deliverer = CountingDeliverer(rec.deliverer, self)
+        return rec
+
+    def _memo_file(self) -> Path:
+        return self.cfg.state.dir / "certs-memo.json"
+
+    def _refresh(self, now: datetime) -> None:
+        """Re-read every site's status; update metrics and the per-site wake-up jobs."""
+        from tlsbridge.status import collect
+
+        rows = collect(self.cfg, now)
+        timings = [timetable.SiteTiming(r.name, r.renew_after, r.site_state) for r in rows]
+        wakeups = timetable.site_wakeups(timings, now)
+        self.view.update_metrics(rows, wakeups)
+        for name in set(self.wakeups) - set(wakeups):
+            self._remove_job(f"due:{name}")
+        for name, w in wakeups.items():
+            old = self.wakeups.get(name)
+            if old is None or old.at != w.at:
+                self._add_job(f"due:{name}", w.at, Request("pass", frozenset({name}), f"due: {name}"))
+        self.wakeups = wakeups
+
+    def _verify(self, names: list[str]) -> None:
+        """Check that the sites' containers serve what is published (after a container start)."""
+        from tlsbridge.dockerwatch import verify_sites
+
+        self.busy_since = time.monotonic()
+        try:
+            verify_sites(self, names)
+        finally:
+            self.busy_since = None
+
+    def _daemon_tls(self, now: datetime) -> None:
+        """Keep the Docker engine's TLS server certificate fresh (config `daemon_tls`)."""
+        import argparse
+
+        from tlsbridge.cli import Context
+        from tlsbridge.commands import daemon_tls as command
+        from tlsbridge.daemon_tls import ensure_daemon_tls, server_cert_expiry
+
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)  # the flags' defaults: the config's section decides
+        ctx = Context(config_path=Path(self.cfg.source), config_given=True,
+                      _config=self.cfg)
+        try:
+            settings = command.resolve(parser.parse_args([]), ctx)
+            result = ensure_daemon_tls(settings, now)
+        except TlsbridgeError as exc:
+            self.metrics.failures.labels("daemon_tls", type(exc).__name__).inc()
+            logger.error("run: daemon_tls: %s", exc)
+            return
+        if result.restart_needed:
+            logger.warning("run: daemon_tls: the engine's TLS files in %s changed; dockerd reads "
+                           "them only when it starts: restart it", settings.out)
+        expiry = server_cert_expiry(settings.out)
+        if expiry is not None:
+            self.metrics.daemon_tls_not_after.labels("server").set(expiry.timestamp())
+
+    # -- config reload ---------------------------------------------------------------------------
+    def _reload_config(self) -> bool:
+        """SIGHUP: load the config again; True when it changed (then a full pass follows)."""
+        try:
+            cfg = self._load_config()
+        except TlsbridgeError as exc:
+            self.metrics.config_reloads.labels("error").inc()
+            logger.error("run: SIGHUP: the config is invalid, keeping the running one: %s", exc)
+            return False
+        self.metrics.config_reloads.labels("ok").inc()
+        if cfg == self.cfg:
+            logger.info("run: SIGHUP: the config is unchanged")
+            return False
+        docker_changed = cfg.docker != self.cfg.docker
+        self.cfg = cfg
+        self.reconciler = self._reconciler(cfg)
+        if docker_changed and self.watcher is not None:
+            self.watcher.reconnect()
+        for name in set(self.wakeups) - set(cfg.sites):
+            self._remove_job(f"due:{name}")
+        self.wakeups = {k: w for k, w in self.wakeups.items() if k in cfg.sites}
+        self.metrics.forget_sites(cfg.sites)
+        logger.info("run: SIGHUP: config reloaded from %s (%d site(s)); running a pass",
+                    cfg.source, len(cfg.sites))
+        return True
+
+    # -- APScheduler ---------------------------------------------------------------------------------
+    def _make_scheduler(self) -> Any:
+        from apscheduler.executors.debug import DebugExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        # Jobs only put a request on the queue, so they run right in the scheduler's thread (no
+        # worker pool); late jobs still run (no misfires), piled-up runs of one job coalesce.
+        return BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": DebugExecutor()},
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 100},
+        )
+
+    def _schedule_check(self, at: datetime) -> None:
+        self.view.next_check = at
+        self._add_job("check", at, Request("pass", None, "check_interval"))
+
+    def _add_job(self, job_id: str, at: datetime, request: Request) -> None:
+        self.scheduler.add_job(self.enqueue, "date", run_date=to_wall(self.clock, at), id=job_id,
+                               args=[request], replace_existing=True, name=job_id)
+
+    def _remove_job(self, job_id: str) -> None:
+        from apscheduler.jobstores.base import JobLookupError
+
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.remove_job(job_id)
+
+    def scheduler_alive(self) -> bool:
+        thread = getattr(self.scheduler, "_thread", None)
+        return bool(self.scheduler.running and thread is not None and thread.is_alive())
+
+    def _start_watcher(self) -> None:
+        from tlsbridge.dockerwatch import DockerWatcher
+
+        self.watcher = DockerWatcher(self)
+        self.watcher.start()
+
+
+def _count(names: list[str]) -> str:
+    return f"{len(names)} ({', '.join(names)})" if names else "0"
+
+
+def _ts(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ") if at else "-"
+

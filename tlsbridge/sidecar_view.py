@@ -1,0 +1,136 @@
+"""What the sidecar shows: health, readiness, metrics and the status page (httpapi's App).
+
+Called from the HTTP threads; it only reads what the main thread replaces wholesale (dicts are
+swapped, never mutated in place), and the status page re-reads local files on each request so
+days left and states are current.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from tlsbridge import __version__
+from tlsbridge.model import Action
+from tlsbridge.render.status_page import PageMeta, PageRow, render
+from tlsbridge.timetable import Wakeup
+
+if TYPE_CHECKING:
+    from tlsbridge.reconcile import SiteOutcome
+    from tlsbridge.scheduler import Daemon
+    from tlsbridge.status import SiteStatus
+
+VERIFY_REASONS = {"Verify", "VerifyFailed"}
+_VERBS = {Action.ISSUE: "issued", Action.REISSUE: "re-issued", Action.RENEW: "renewed"}
+
+
+class SidecarView:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.ready = False
+        self.started = time.monotonic()
+        self.last_pass: datetime | None = None
+        self.next_check: datetime | None = None
+        self.outcomes: dict[str, str] = {}
+        self.docker_state: str | None = None  # "connected" | "reconnecting" | None (not watching)
+
+    # -- fed by the main thread ------------------------------------------------------------------
+    def record(self, outcomes: Sequence[SiteOutcome], now: datetime) -> None:
+        """Count what a pass did and remember each site's last outcome (for the page)."""
+        m = self.daemon.metrics
+        texts = dict(self.outcomes)
+        for o in outcomes:
+            texts[o.site] = outcome_text(o)
+            if o.issued:
+                m.issuances.labels(o.site).inc()
+            if not o.ok:
+                m.failures.labels(o.site, o.reason or "Unknown").inc()
+                if o.reason in VERIFY_REASONS:
+                    m.verify_failures.labels(o.site).inc()
+        self.outcomes = texts
+        self.last_pass = now
+
+    def update_metrics(self, rows: Sequence[SiteStatus], wakeups: dict[str, Wakeup]) -> None:
+        sites = {}
+        for r in rows:
+            real = r.cert if r.cert is not None and not r.cert.placeholder else None
+            st = r.site_state
+            w = wakeups.get(r.name)
+            sites[r.name] = {
+                "not_before": real.not_before if real else None,
+                "not_after": real.not_after if real else None,
+                "renewal": r.renew_after,
+                "last_success": st.last_success,
+                "next_wakeup": w.at if w else None,
+                "failures": st.failures,
+            }
+        self.daemon.metrics.set_sites(sites)
+
+    # -- httpapi.App -----------------------------------------------------------------------------
+    def health(self) -> tuple[bool, dict[str, object]]:
+        d = self.daemon
+        alive = d.scheduler_alive() and not d.stopping
+        busy = d.busy_since
+        body: dict[str, object] = {
+            "status": "ok" if alive else "stopping" if d.stopping else "scheduler stopped",
+            "ready": self.ready,
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+            "busy_seconds": round(time.monotonic() - busy, 3) if busy is not None else None,
+        }
+        if self.docker_state:
+            body["docker_events"] = self.docker_state
+        return alive, body
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        return self.ready, {"ready": self.ready, "last_pass": self.last_pass}
+
+    def metrics(self) -> tuple[bytes, str]:
+        from tlsbridge.metrics import CONTENT_TYPE
+
+        return self.daemon.metrics.render(), CONTENT_TYPE
+
+    def status_page(self) -> str:
+        from tlsbridge.status import collect
+
+        d = self.daemon
+        cfg, wakeups, outcomes = d.cfg, d.wakeups, self.outcomes
+        now = d.clock.now()
+        rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in collect(cfg, now)]
+        meta = PageMeta(version=__version__, ready=self.ready, last_pass=self.last_pass,
+                        next_check=self.next_check, docker=self.docker_state)
+        return render(rows, now, meta)
+
+
+def page_row(r: SiteStatus, wakeup: Wakeup | None, outcome: str | None) -> PageRow:
+    c = r.cert
+    st = r.site_state
+    if outcome is None and st.last_reason:
+        outcome = f"failed ({st.last_reason})" if st.failures else None
+    return PageRow(
+        name=r.name, domains=r.domains, state=r.state,
+        issuer=c.issuer if c else None,
+        not_before=c.not_before if c else None,
+        not_after=c.not_after if c else None,
+        renew_at=r.renew_after,
+        next_wakeup=wakeup.at if wakeup else None,
+        wakeup_reason=wakeup.reason if wakeup else None,
+        last_outcome=outcome,
+        last_error=r.last_error if st.failures else None,
+        last_success=st.last_success,
+        failures=st.failures,
+    )
+
+
+def outcome_text(o: SiteOutcome) -> str:
+    d = o.plan.decision
+    if not o.ok:
+        return f"failed ({o.reason})"
+    if o.issued and o.cert is not None:
+        return f"{_VERBS.get(d.action, d.action.value)} ({d.reason}), serial {o.cert.serial_hex[:16]}"
+    if o.published and o.cert is not None:
+        return f"published serial {o.cert.serial_hex[:16]} ({d.reason})"
+    if d.action is Action.WAIT:
+        return f"waiting ({d.reason})"
+    return f"up to date ({d.reason})" if d.action is Action.NONE else f"{d.action.value} ({d.reason})"
