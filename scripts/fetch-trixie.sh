@@ -3,7 +3,8 @@
 # a temporary sources list derived from this machine's own (suite bookworm -> trixie),
 # `apt-get download`, then `dpkg -x`. Usage: scripts/fetch-trixie.sh DEST PKG...
 set -euo pipefail
-dest=$1; shift
+mkdir -p "$1"
+dest=$(cd "$1" && pwd); shift
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$dest"
