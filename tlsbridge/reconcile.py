@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Protocol
 
 from tlsbridge import policy
-from tlsbridge.adapters.certmemo import MEMO
+from tlsbridge.adapters.certmemo import MEMO, memo_file
 from tlsbridge.adapters.certstore import CertStore
 from tlsbridge.adapters.publish import Ownership, Publisher
 from tlsbridge.adapters.statestore import StateStore
@@ -207,6 +207,9 @@ class Reconciler:
         """Plan every site; bootstrap placeholders; obtain and publish per site; then deliver all
         that was published in one batch (one reload per container per pass)."""
         sites = [self.cfg.sites[n] for n in names] if names else list(self.cfg.sites.values())
+        # Certificates parsed by earlier processes: a one-shot renew with nothing changed then
+        # never loads the X.509 parser (FACTS: ~60 ms of a ~165 ms run over 200 sites).
+        MEMO.load(memo_file(self.cfg.state.dir))
         states = self.store.load_all()
         outcomes: dict[str, SiteOutcome] = {}
         dirty: set[str] = set()
@@ -258,6 +261,8 @@ class Reconciler:
         for site in sites:
             if site.name in dirty and outcomes[site.name].ok and not dry_run:
                 self.store.save(site.name, states[site.name])
+        if not dry_run:
+            MEMO.save(memo_file(self.cfg.state.dir))
         return [outcomes[s.name] for s in sites]
 
     def _succeeded(self, site: Site, state: SiteState, outcome: SiteOutcome) -> None:

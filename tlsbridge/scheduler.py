@@ -33,7 +33,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from tlsbridge import timetable
-from tlsbridge.adapters.certmemo import MEMO
+from tlsbridge.adapters.certmemo import MEMO, memo_file
 from tlsbridge.clock import Clock, to_wall
 from tlsbridge.config import Config
 from tlsbridge.durations import format_duration
@@ -256,7 +256,7 @@ class Daemon:
         return rec
 
     def _memo_file(self) -> Path:
-        return self.cfg.state.dir / "certs-memo.json"
+        return memo_file(self.cfg.state.dir)
 
     def _refresh(self, now: datetime) -> None:
         """Re-read every site's status; update metrics and the per-site wake-up jobs."""

@@ -25,10 +25,16 @@ _Key = tuple[int, int, int, int]
 VERSION = 1
 
 
+def memo_file(state_dir: Path) -> Path:
+    """Where a config's memo is kept between processes."""
+    return state_dir / "certs-memo.json"
+
+
 class CertMemo:
     def __init__(self) -> None:
         self._memo: dict[str, tuple[_Key, ObservedCert]] = {}
         self._lock = threading.Lock()
+        self._loaded: set[Path] = set()
         self.dirty = False
 
     def observe(self, path: Path) -> ObservedCert | None:
@@ -57,7 +63,10 @@ class CertMemo:
 
     # -- persistence (the sidecar) ----------------------------------------------------------------
     def load(self, file: Path) -> None:
-        """Add what `file` remembers; a missing or unreadable file is simply ignored."""
+        """Add what `file` remembers (once per process); a missing or unreadable file is ignored."""
+        if file in self._loaded:
+            return
+        self._loaded.add(file)
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
             if data.get("version") != VERSION:
