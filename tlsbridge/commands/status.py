@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,4 +27,17 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         print(json.dumps([r.as_json() for r in rows], indent=2))
     else:
         print(render_table(rows, now))
+        if cfg.daemon_tls is not None:
+            print(_engine_line(cfg.daemon_tls.out, now))
     return 0
+
+
+def _engine_line(out: Path, now: datetime) -> str:
+    """The Docker engine's TLS server certificate (daemon_tls), for people reading the table."""
+    from tlsbridge.daemon_tls import server_cert_expiry
+
+    expiry = server_cert_expiry(out)
+    if expiry is None:
+        return f"\ndocker engine TLS ({out}): no server certificate yet (run tlsbridge daemon-tls)"
+    days = (expiry - now).total_seconds() / 86400
+    return f"\ndocker engine TLS ({out}): server certificate expires {expiry:%Y-%m-%dT%H:%M:%SZ} ({days:.1f} days)"
