@@ -442,8 +442,6 @@ class _Parser:
                     upstream=upstream, hsts=hsts)
 
     def domain(self, text: str, path: str, method: str) -> str:
-        import idna
-
         name = text.strip().rstrip(".").lower()
         wildcard = name.startswith("*.")
         if wildcard:
@@ -458,10 +456,15 @@ class _Parser:
             pass
         else:
             raise self.fail(path, f"{text}: IP addresses are not supported, use a DNS name")
-        try:
-            ascii_name = idna.encode(name, uts46=True).decode("ascii")
-        except (idna.IDNAError, UnicodeError) as exc:
-            raise self.fail(path, f"{text}: not a valid domain name ({exc})") from None
+        if name.isascii() and "xn--" not in name:
+            ascii_name = name  # plain LDH names need no IDNA pass (the label check below suffices)
+        else:
+            import idna
+
+            try:
+                ascii_name = idna.encode(name, uts46=True).decode("ascii")
+            except (idna.IDNAError, UnicodeError) as exc:
+                raise self.fail(path, f"{text}: not a valid domain name ({exc})") from None
         labels = ascii_name.split(".")
         if len(labels) < 2:
             raise self.fail(path, f"{text}: needs at least two labels (a CA will not issue for a bare name)")
