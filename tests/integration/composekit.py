@@ -37,8 +37,10 @@ def compose_cmd() -> list[str]:
 
 def run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 120,
         check: bool = True) -> subprocess.CompletedProcess[str]:
+    # The sidecar's group_add requires DOCKER_GID (the socket's group), as a user's shell would set it.
+    gid = str(os.stat("/var/run/docker.sock").st_gid) if os.path.exists("/var/run/docker.sock") else "0"
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env={"DOCKER_GID": gid, **os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"{argv} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

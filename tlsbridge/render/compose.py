@@ -212,6 +212,13 @@ def _tlsbridge(spec: ComposeSpec) -> list[str]:
         '    entrypoint: ["tlsbridge"]',
         f'    command: ["-c", {q(config)}, "run"]',
     ]
+    if not spec.socket_proxy:
+        out += [
+            "    # The image runs as an unprivileged user and the socket is root:docker 0660: give the",
+            "    # user the socket's group. DOCKER_GID=$(stat -c %g /var/run/docker.sock) docker compose up -d",
+            "    group_add:",
+            '      - "${DOCKER_GID:?set DOCKER_GID to the group id of /var/run/docker.sock}"',
+        ]
     if spec.socket_proxy:
         out += [
             "    environment:",
