@@ -70,6 +70,7 @@ class SiteState:
     chosen_for: str | None = None  # fingerprint of the certificate the choice was for
     ari: AriWindow | None = None
     ari_for: str | None = None  # fingerprint of the certificate the ARI window belongs to
+    ari_retry_at: datetime | None = None  # no window (CA without ARI, or it failed): ask again then
     failures: int = 0
     next_attempt: datetime | None = None
     last_error: str | None = None

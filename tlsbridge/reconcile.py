@@ -12,7 +12,7 @@ import logging
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from tlsbridge import policy
@@ -24,10 +24,13 @@ from tlsbridge.certinfo import parse_pem
 from tlsbridge.clock import Clock
 from tlsbridge.config import Config, Site
 from tlsbridge.errors import AriError, CertbotError, RateLimitedError, TlsbridgeError
-from tlsbridge.model import Action, Decision, ObservedCert, SiteState
+from tlsbridge.model import Action, AriWindow, Decision, ObservedCert, SiteState
 from tlsbridge.plan import SitePlan, plan_site
 
 logger = logging.getLogger(__name__)
+
+ARI_RETRY = timedelta(hours=6)  # after a failed renewalInfo request (certbot waits as long)
+NO_ARI_RETRY = timedelta(days=1)  # the CA's directory has no renewalInfo
 
 _OBTAIN = (Action.ISSUE, Action.REISSUE, Action.RENEW)
 DELIVERED = "delivered"  # SiteState.extra key: fingerprint of the certificate last verified as served
@@ -38,7 +41,7 @@ class Obtainer(Protocol):
 
 
 class WindowSource(Protocol):
-    def window(self, cert_id: str, now: datetime) -> object: ...
+    def window(self, cert_id: str, now: datetime) -> AriWindow | None: ...
 
 
 class Deliverer(Protocol):
@@ -120,18 +123,24 @@ class Reconciler:
             return False
         changed = False
         if state.ari_for != cert.fingerprint:
-            state.ari = state.chosen_renewal = state.chosen_for = None
+            state.ari = state.chosen_renewal = state.chosen_for = state.ari_retry_at = None
             state.ari_for = cert.fingerprint
             changed = True
         if state.ari is not None and now < state.ari.retry_after:
             return changed
+        if state.ari is None and state.ari_retry_at is not None and now < state.ari_retry_at:
+            return changed  # remembered: no ARI to be had before then, so no CA contact
         try:
             window = self.ari.window(cert.ari_cert_id, now)
         except AriError as exc:
             logger.warning("site=%s ARI unavailable, using the cached window or the lifetime rule: %s",
                            site, exc)
-            return changed
-        state.ari = window  # type: ignore[assignment]
+            state.ari_retry_at = now + ARI_RETRY
+            return True
+        if window is None:  # the CA offers no ARI: the lifetime rule, and ask again much later
+            state.ari, state.ari_retry_at = None, now + NO_ARI_RETRY
+            return True
+        state.ari, state.ari_retry_at = window, None
         return True
 
     def decide(self, site: Site, state: SiteState, cert: ObservedCert | None, now: datetime,
