@@ -8,6 +8,10 @@ TLS connections to each target until the published leaf is served and old worker
 
 A failed config test means no reload: nginx keeps serving the previous certificate and the site
 fails with nginx's own output. Errors are per site; one site's failure never stops another's.
+
+When the engine is a Swarm manager, services labelled tlsbridge.site are delivered to first,
+through secrets and a rolling update (deliver_swarm.py); their task containers are then not
+reloaded as containers.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tlsbridge.adapters.docker import ContainerGoneError, DockerAdapter
 from tlsbridge.config import Config, Site
@@ -28,7 +33,11 @@ from tlsbridge.served import (
     VERIFY_TIMEOUT,
     ServedTracker,
 )
+from tlsbridge.swarm import SERVICE_LABEL as SWARM_SERVICE_LABEL
 from tlsbridge.targets import SITE_LABEL, ContainerInfo, probe_address, resolve, sni_for, start_decision
+
+if TYPE_CHECKING:
+    from tlsbridge.deliver_swarm import Probe, SwarmDelivery, SwarmOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +80,26 @@ class DockerDeliverer:
         self._docker = docker
         self.verify_timeout = verify_timeout
         self.settle = settle
+        self._swarm: SwarmDelivery | None = None
 
     @property
     def docker(self) -> DockerAdapter:
         if self._docker is None:
             self._docker = DockerAdapter(self.cfg.docker)
         return self._docker
+
+    @property
+    def swarm(self) -> SwarmDelivery:
+        """Services labelled tlsbridge.site when the engine is a Swarm manager (deliver_swarm)."""
+        if self._swarm is None:
+            from tlsbridge.deliver_swarm import SwarmDelivery
+
+            self._swarm = SwarmDelivery(self.cfg, self.docker, self._verify_probes)
+        return self._swarm
+
+    def _verify_probes(self, probes: Sequence[Probe]) -> list[TlsbridgeError | None]:
+        checks = [_Check(p.site, p.want, p.host, p.port, p.label, p.since, None) for p in probes]
+        return [err for _, err in self._run_checks(checks)]
 
     def wants(self, site: Site) -> bool:
         # Any site may have targets: containers labelled tlsbridge.site=<name> are found at
@@ -91,8 +114,9 @@ class DockerDeliverer:
         HTTP-01 challenge, so a target that cannot start fails its site before the CA is asked
         (saving a failed validation). With other methods the problems are only logged.
         """
-        errors: dict[str, TlsbridgeError] = {}
-        targets = self._resolve(sites, errors)
+        sw = self.swarm.bootstrap(sites)
+        errors: dict[str, TlsbridgeError] = dict(sw.errors)
+        targets = self._resolve(sites, errors, sw)
         for t in targets:
             self._bring_up(t, strict=False)
         for t in targets:
@@ -115,8 +139,9 @@ class DockerDeliverer:
 
         Returns the sites that failed, each with a ReloadError, DockerError or VerifyError.
         """
-        errors: dict[str, TlsbridgeError] = {}
-        targets = self._resolve([s for s, _ in items], errors)
+        sw = self.swarm.deliver(items)
+        errors: dict[str, TlsbridgeError] = dict(sw.errors)
+        targets = self._resolve([s for s, _ in items], errors, sw)
         for t in targets:
             self._bring_up(t, strict=True)
             if t.error is None and not t.skip:
@@ -135,6 +160,8 @@ class DockerDeliverer:
                 errors[site.name] = ReloadError(f"site={site.name}: " + "; ".join(failed))
                 continue
             live = [t for t in mine if not t.skip]
+            if not mine and site.name in sw.sites:
+                continue  # delivered and verified through its Swarm services
             if site.verify is not None:
                 host, port = site.verify
                 since = max((t.since for t in live), default=now)
@@ -157,10 +184,17 @@ class DockerDeliverer:
         return errors
 
     # -- steps ------------------------------------------------------------------------------------
-    def _resolve(self, sites: Sequence[Site], errors: dict[str, TlsbridgeError]) -> list[_Target]:
-        """Each container that is a target of any of `sites`, once, with the sites it serves."""
+    def _resolve(self, sites: Sequence[Site], errors: dict[str, TlsbridgeError],
+                 swarm: SwarmOutcome | None = None) -> list[_Target]:
+        """Each container that is a target of any of `sites`, once, with the sites it serves.
+
+        Task containers of the Swarm services in `swarm` are left out: they get certificates
+        through their service (secrets), not through a reload.
+        """
+        skip = swarm.services if swarm is not None else frozenset()
         try:
-            containers = self.docker.containers()
+            containers = [c for c in self.docker.containers()
+                          if c.labels.get(SWARM_SERVICE_LABEL) not in skip]
         except DockerError as exc:
             for s in sites:
                 if s.reload:
@@ -176,7 +210,7 @@ class DockerDeliverer:
                 logger.warning("site=%s %s", s.name, warning)
             if res.errors:
                 errors[s.name] = ReloadError(f"site={s.name}: " + "; ".join(res.errors))
-            elif not res.targets:
+            elif not res.targets and (swarm is None or s.name not in swarm.sites):
                 logger.info("site=%s no containers to reload (none in reload, none labelled %s=%s)",
                             s.name, SITE_LABEL, s.name)
             for c in res.targets:

@@ -108,14 +108,21 @@ class DockerAdapter:
             self._client = None
 
     @contextlib.contextmanager
-    def _calls(self, what: str, name: str | None = None) -> Iterator[None]:
-        """Translate the SDK's and the transport's errors into ours, naming what was attempted."""
+    def _calls(self, what: str, name: str | None = None, kind: str = "container") -> Iterator[None]:
+        """Translate the SDK's and the transport's errors into ours, naming what was attempted.
+
+        `kind`: what `name` is; a missing container is a ContainerGoneError, a missing Swarm
+        object (service, secret, ...) a DockerError.
+        """
         import docker.errors
         import requests.exceptions
 
         try:
             yield
         except docker.errors.NotFound as exc:
+            if kind != "container":
+                raise DockerError(f"{kind} {name or '?'} does not exist (while trying to {what}): "
+                                  f"{exc.explanation or exc}") from exc
             raise ContainerGoneError(f"container {name or '?'} does not exist any more "
                                      f"(while trying to {what})") from exc
         except docker.errors.APIError as exc:
@@ -127,6 +134,8 @@ class DockerAdapter:
         except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as exc:
             raise DockerError(f"the Docker engine at {self.where} is not reachable ({what}): "
                               f"{_short(exc)}") from exc
+
+    calls = _calls  # for the other engine adapters (adapters/swarm.py), which import no SDK
 
     # -- reading ------------------------------------------------------------------------------
     def version(self) -> str:

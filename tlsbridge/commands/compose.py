@@ -51,6 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "build the image from (default: the compose file's folder)")
     parser.add_argument("--sidecar-image", metavar="IMAGE",
                         help="sidecar: run this tlsbridge image instead of building one")
+    parser.add_argument("--swarm", action="store_true",
+                        help="write a stack file for `docker stack deploy` instead: nginx gets "
+                             "certificates as Swarm secrets, tlsbridge runs as a service on a "
+                             "manager (implies the sidecar; see docs/swarm.md)")
+    parser.add_argument("--publish-mode", choices=("ingress", "host"), default="ingress",
+                        help="--swarm: publish 80/443 through the routing mesh (replicated nginx, "
+                             "start-first updates) or on each node (global nginx, stop-first). "
+                             "Default: ingress")
+    parser.add_argument("--create-secrets", action="store_true",
+                        help="--swarm: also create, in the engine's Swarm, placeholder "
+                             "certificate secrets for sites that have none yet (before the "
+                             "first deploy)")
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -70,6 +82,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     for opt, image in (("--image", args.image), ("--sidecar-image", args.sidecar_image)):
         if image is not None and not _IMAGE.fullmatch(image):
             raise UsageError(f"{opt} {image!r}: not an image reference like nginx:stable")
+    if args.swarm:
+        from tlsbridge.commands import compose_swarm
+
+        return compose_swarm.run(args, cfg, out_file, base, nginx_dir)
+    if args.create_secrets or args.publish_mode != "ingress":
+        raise UsageError("--create-secrets and --publish-mode go with --swarm")
     sidecar = args.sidecar or args.socket_proxy
     _warn(cfg)
 

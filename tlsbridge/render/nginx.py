@@ -57,6 +57,11 @@ _SAFE_PATH = re.compile(r"[A-Za-z0-9._~/%!&*+,=:@-]*")
 class NginxOptions:
     http2: str = "listen"
     source: str = "tlsbridge.yaml"  # config file name, for the header and error messages
+    # http(s)://HOST:PORT to pass /.well-known/acme-challenge/ to (certbot's standalone server in
+    # the tlsbridge service, on Swarm, where no webroot folder is shared between nodes); None:
+    # serve the challenge from WEBROOT_DIR. "" with `secrets`: no challenge location (dns method).
+    acme_proxy: str | None = None
+    secrets: bool = False  # certificates arrive as Swarm secrets, not as a mounted folder
 
 
 def site_file(name: str) -> str:
@@ -117,19 +122,18 @@ def render_site(site: Site, opts: NginxOptions) -> str:
     if site.hsts:
         hsts = (f'\n    # sites.{site.name}.hsts: browsers remember to use HTTPS for two years.\n'
                 f'    add_header Strict-Transport-Security "max-age={HSTS_MAX_AGE}" always;\n')
+    if opts.secrets:
+        origin = ("    # Swarm secrets tlsbridge keeps current (tlsbridge-<site>-...): a renewal is a rolling\n"
+                  "    # update of this service, whose new tasks start with the new files.\n")
+    else:
+        origin = (f"    # The site's published folder (publish.dir/{site.name}), mounted read-only. Both names\n"
+                  "    # are links into one complete generation that tlsbridge swaps atomically; nginx reads\n"
+                  "    # them again when tlsbridge reloads it after publishing a renewal.\n")
     return _header(opts, f"site {site.name}") + f"""
 server {{
     listen 80;
     server_name {names};
-
-    # ACME HTTP-01: certbot (challenge.method webroot) writes the tokens into challenge.webroot,
-    # which is mounted read-only at {WEBROOT_DIR}.
-    location ^~ /.well-known/acme-challenge/ {{
-        root {WEBROOT_DIR};
-        default_type text/plain;
-        try_files $uri =404;
-    }}
-
+{_acme(opts)}
     location / {{
         return 301 https://$host$request_uri;
     }}
@@ -138,14 +142,46 @@ server {{
 server {{
 {listen_tls}{http2_line}    server_name {names};
 
-    # The site's published folder (publish.dir/{site.name}), mounted read-only. Both names
-    # are links into one complete generation that tlsbridge swaps atomically; nginx reads
-    # them again when tlsbridge reloads it after publishing a renewal.
-    ssl_certificate     {certs}/fullchain.pem;
+{origin}    ssl_certificate     {certs}/fullchain.pem;
     ssl_certificate_key {certs}/privkey.pem;
     include {CONF_DIR}/{TLS_FILE};
 {hsts}
 {_location(site, opts)}}}
+"""
+
+
+def _acme(opts: NginxOptions) -> str:
+    """The port-80 location answering ACME HTTP-01 (empty when nothing needs it)."""
+    if opts.acme_proxy is None and not opts.secrets:
+        return f"""
+    # ACME HTTP-01: certbot (challenge.method webroot) writes the tokens into challenge.webroot,
+    # which is mounted read-only at {WEBROOT_DIR}.
+    location ^~ /.well-known/acme-challenge/ {{
+        root {WEBROOT_DIR};
+        default_type text/plain;
+        try_files $uri =404;
+    }}
+"""
+    if not opts.acme_proxy:
+        return ""
+    parts = urlsplit(opts.acme_proxy)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or not _SAFE_PATH.fullmatch(parts.netloc):
+        raise ValueError(f"acme_proxy must be http(s)://HOST[:PORT], got {opts.acme_proxy!r}")
+    origin = f"{parts.scheme}://{parts.netloc}"
+    resolver = "" if _is_ip(parts.hostname) else f"        resolver {DOCKER_RESOLVER} ipv6=off valid=10s;\n"
+    return f"""
+    # ACME HTTP-01: certbot answers in the tlsbridge service (challenge.method standalone,
+    # listening on challenge.http_port only while it validates). No folder is shared between
+    # Swarm nodes, so each node's nginx passes the request on. Through a variable, nginx
+    # resolves the name per request and starts even while tlsbridge is not running.
+    location ^~ /.well-known/acme-challenge/ {{
+{resolver}        set $tlsbridge_acme {origin};
+        proxy_pass $tlsbridge_acme;
+        proxy_set_header Host $host;
+        proxy_connect_timeout 5s;
+        proxy_read_timeout 10s;
+    }}
 """
 
 

@@ -1,0 +1,228 @@
+"""`tlsbridge compose --swarm` end to end: the generated stack file, deployed for real with
+`docker stack deploy` on a single-node Swarm, with the sidecar image built from
+deploy/Dockerfile (no registry), the local nginx image and Pebble.
+
+What the stack must do by itself: nginx starts on the placeholder secrets made by
+`--create-secrets`, the tlsbridge service issues through nginx (HTTP-01 passed on to certbot's
+standalone server in the tlsbridge task, over the stack's overlay network), delivers the
+certificate as new secrets through a rolling update and verifies it on each nginx task; then
+deploying the unchanged stack file again (with Docker 20.10's CLI this time) keeps serving it.
+
+Test-only glue, in an override file given to `docker stack deploy` next to the generated one:
+the tlsbridge task reaches Pebble (which listens on the host's 127.0.0.1) through a forwarder on
+the host's docker_gwbridge address, under a name Pebble's TLS certificate carries.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+import servers
+import yaml
+from servers import PROJECT_ROOT, PebbleServer, free_port
+from swarmkit import (
+    Forwarder,
+    gateway_ip,
+    serves,
+    service_secret_names,
+    site_secrets,
+    swarm_node,
+    update_started,
+    wait_converged,
+)
+
+from tlsbridge.adapters.tlsprobe import served_leaf
+from tlsbridge.certinfo import PLACEHOLDER_ORG
+from tlsbridge.served import describe, fingerprint
+from tlsbridge.swarm import FINGERPRINT_LABEL, STABLE_LABEL, secret_name
+
+TLSBRIDGE = str(Path(sys.executable).with_name("tlsbridge"))
+SIDECAR_IMAGE = os.environ.get("TLSBRIDGE_SIDECAR_IMAGE", "tlsbridge-test/sidecar:latest")
+BUILD_SIDECAR = PROJECT_ROOT / "scripts" / "build-sidecar-image.sh"
+COMPOSE = PROJECT_ROOT / "tools" / "trixie" / "usr" / "libexec" / "docker" / "cli-plugins" / "docker-compose"
+PEBBLE_NAME = "pebble.test"
+
+
+@pytest.fixture(scope="module")
+def swarm(docker_engine: Any) -> Iterator[str]:
+    with swarm_node(docker_engine) as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def sidecar_image(docker_engine: Any) -> str:
+    proc = subprocess.run([str(BUILD_SIDECAR), SIDECAR_IMAGE], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return SIDECAR_IMAGE
+
+
+@pytest.fixture(scope="module")
+def acme() -> Iterator[PebbleServer]:
+    # Pebble's TLS certificate also names PEBBLE_NAME, the name the tlsbridge task uses.
+    tls = functools.partial(servers.make_tls_material, hostnames=("localhost", PEBBLE_NAME))
+    with mock.patch.object(servers, "make_tls_material", tls), \
+            PebbleServer(http_01_port=free_port()) as server:
+        yield server
+
+
+def pem_of(der: bytes) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
+
+
+def sh(*argv: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def write_config(root: Path, acme: PebbleServer, pebble_port: int, site: str) -> Path:
+    shutil.copy(acme.ca_bundle, root / "pebble-ca.pem")
+    doc = {
+        "acme": {"directory": f"https://{PEBBLE_NAME}:{pebble_port}/dir",
+                 "email": "admin@example.com", "ca_bundle": "pebble-ca.pem"},
+        "challenge": {"method": "standalone", "http_port": 8402},
+        "sites": {site: {"domains": [f"{site}.example.com"]}},
+    }
+    path = root / "tlsbridge.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def generate(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return sh(TLSBRIDGE, "-c", str(config), "compose", "--swarm", "--image", "tlsbridge-test/nginx:latest",
+              "--sidecar-image", SIDECAR_IMAGE, *args)
+
+
+def test_the_stack_file_passes_compose_and_the_stack_loader(tmp_path: Path, acme: PebbleServer) -> None:
+    config = write_config(tmp_path, acme, 1, "valid")
+    for mode in ("ingress", "host"):
+        out = tmp_path / f"stack-{mode}.yml"
+        r = generate(config, "--publish-mode", mode, "-o", str(out))
+        assert r.returncode == 0, r.stderr
+        checked = sh(str(COMPOSE), "-f", str(out), "config", "-q")
+        assert checked.returncode == 0, checked.stderr
+        loaded = sh("docker", "stack", "config", "-c", str(out))  # Docker CLI 28's stack loader
+        assert loaded.returncode == 0, loaded.stderr
+        doc = yaml.safe_load(loaded.stdout)
+        nginx = doc["services"]["nginx"]
+        assert nginx["deploy"]["labels"] == {"tlsbridge.site": "valid"}
+        assert nginx["deploy"]["update_config"]["failure_action"] == "rollback"
+        assert nginx["deploy"]["update_config"]["order"] == ("stop-first" if mode == "host" else "start-first")
+        assert {s["target"]: s["mode"] for s in nginx["secrets"]} == {
+            "/etc/tlsbridge/certs/valid/fullchain.pem": 0o444, "/etc/tlsbridge/certs/valid/privkey.pem": 0o400}
+        assert doc["secrets"]["valid-fullchain"] == {"name": secret_name("valid", "fullchain.pem"),
+                                                     "external": True}
+        assert "volumes" not in nginx  # nothing from a host folder reaches nginx
+        tb = doc["services"]["tlsbridge"]
+        assert tb["deploy"]["endpoint_mode"] == "dnsrr" and tb["deploy"]["replicas"] == 1
+        assert {c["target"] for c in tb["configs"]} == {"/etc/tlsbridge/tlsbridge.yaml",
+                                                        "/etc/tlsbridge/pebble-ca.pem"}
+
+
+def test_docker_stack_deploy_of_the_generated_file_issues_delivers_and_survives_a_redeploy(
+        tmp_path: Path, acme: PebbleServer, swarm: str, docker_engine: Any, sidecar_image: str) -> None:
+    client = docker_engine
+    site = f"st{secrets.token_hex(3)}"
+    domain = f"{site}.example.com"
+    stack = f"tbstack{secrets.token_hex(3)}"
+    https_port = free_port()
+    env = {"TLSBRIDGE_HTTP_PORT": str(acme.http_01_port), "TLSBRIDGE_HTTPS_PORT": str(https_port)}
+    gateway = gateway_ip(client, "docker_gwbridge")  # the host, as Swarm tasks see it
+    forwarder = Forwarder(gateway, ("127.0.0.1", acme.acme_port))
+    node = client.nodes.get(swarm)
+    add_label = node.attrs["Spec"].get("Labels", {}).get("tlsbridge") != "true"
+    try:
+        if add_label:
+            sh("docker", "node", "update", "--label-add", "tlsbridge=true", swarm)
+        config = write_config(tmp_path, acme, forwarder.port, site)
+        stack_file = tmp_path / "stack.yml"
+        r = generate(config, "--publish-mode", "host", "--create-secrets", "-o", str(stack_file))
+        assert r.returncode == 0, r.stderr
+        assert f"site={site} created placeholder secrets" in r.stderr
+        override = tmp_path / "test-override.yml"
+        override.write_text(yaml.safe_dump({"version": "3.8", "services": {"tlsbridge": {
+            "extra_hosts": [f"{PEBBLE_NAME}:{gateway}"]}}}))
+
+        t_deploy = time.monotonic()
+        deploy = sh("docker", "stack", "deploy", "--detach=true", "--resolve-image", "never",
+                    "-c", str(stack_file), "-c", str(override), stack, env=env)
+        assert deploy.returncode == 0, deploy.stderr
+        nginx = f"{stack}_nginx"
+
+        # nginx starts on the placeholder; wait for tlsbridge's issued certificate.
+        deadline = time.monotonic() + 120
+        issued: bytes | None = None
+        while issued is None:
+            try:
+                der = served_leaf("127.0.0.1", https_port, domain, timeout=2)
+                if PLACEHOLDER_ORG not in describe(der):
+                    issued = der
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                logs = sh("docker", "service", "logs", "--tail", "40", f"{stack}_tlsbridge").stdout
+                pytest.fail(f"no issued certificate served within 120 s; tlsbridge logs:\n{logs}")
+            time.sleep(0.5)
+        t_served = time.monotonic() - t_deploy
+        print(f"swarm stack: deploy -> issued certificate served in {t_served:.1f} s")
+        fp = fingerprint(issued)
+        assert wait_converged(client, nginx) == "completed"
+        assert service_secret_names(client, nginx) == sorted(
+            secret_name(site, f, fp) for f in ("fullchain.pem", "privkey.pem"))
+        # After verifying, tlsbridge re-creates the stable pair (what the stack file names) with
+        # the issued certificate.
+        deadline = time.monotonic() + 20
+        while {labels[FINGERPRINT_LABEL] for labels in site_secrets(client, site).values()
+               if labels.get(STABLE_LABEL) == "true"} != {fp}:
+            assert time.monotonic() < deadline, site_secrets(client, site)
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10  # (service logs arrive asynchronously)
+        while "verified: task " not in sh("docker", "service", "logs", f"{stack}_tlsbridge").stdout:
+            assert time.monotonic() < deadline, "tlsbridge did not probe the nginx task directly"
+            time.sleep(0.5)
+
+        # The same stack file again (Docker 20.10's CLI): nginx moves onto the stable pair,
+        # which holds the same certificate, and keeps serving it.
+        t0 = time.monotonic()
+        before = update_started(client, nginx)
+        again = sh("/usr/bin/docker", "stack", "deploy", "--resolve-image", "never",
+                   "-c", str(stack_file), "-c", str(override), stack, env=env)
+        assert again.returncode == 0, again.stderr
+        assert wait_converged(client, nginx, after=before) == "completed"
+        assert service_secret_names(client, nginx) == sorted(
+            secret_name(site, f) for f in ("fullchain.pem", "privkey.pem"))
+        assert serves("127.0.0.1", https_port, domain, pem_of(issued))
+        print(f"swarm stack: redeploy converged in {time.monotonic() - t0:.1f} s")
+        if os.environ.get("TB_DEBUG"):  # the services' own words, for a human looking at timings
+            print(sh("docker", "service", "logs", "-t", f"{stack}_tlsbridge").stdout[-6000:])
+            print(sh("docker", "service", "logs", "-t", nginx).stderr[-3000:])
+    finally:
+        forwarder.close()
+        sh("docker", "stack", "rm", stack)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and client.containers.list(
+                all=True, filters={"label": f"com.docker.stack.namespace={stack}"}):
+            time.sleep(0.5)
+        for s in client.secrets.list(filters={"label": f"tlsbridge.site={site}"}):
+            s.remove()
+        for v in client.volumes.list(filters={"label": f"com.docker.stack.namespace={stack}"}):
+            v.remove(force=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and client.networks.list(names=[f"{stack}_default"]):
+            time.sleep(0.5)
+        if add_label:
+            sh("docker", "node", "update", "--label-rm", "tlsbridge", swarm)
