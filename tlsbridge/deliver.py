@@ -101,11 +101,6 @@ class DockerDeliverer:
         checks = [_Check(p.site, p.want, p.host, p.port, p.label, p.since, None) for p in probes]
         return [err for _, err in self._run_checks(checks)]
 
-    def wants(self, site: Site) -> bool:
-        # Any site may have targets: containers labelled tlsbridge.site=<name> are found at
-        # delivery time, so this is True without asking Docker (the nothing-due path stays local).
-        return True
-
     # -- bootstrap: get nginx running on a placeholder before issuing --------------------------
     def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
         """Start (or config-test and reload) the targets of sites whose placeholder was published.

@@ -218,9 +218,6 @@ class CountingDeliverer:
         self.inner = inner
         self.daemon = daemon
 
-    def wants(self, site: Site) -> bool:
-        return bool(self.inner.wants(site))
-
     def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
         result: Mapping[str, TlsbridgeError] = self.inner.bootstrap(sites)
         return result
@@ -230,7 +227,8 @@ class CountingDeliverer:
         from tlsbridge.targets import resolve
 
         try:
-            containers = self.inner.docker.containers()
+            real = getattr(self.inner, "real", self.inner)  # wiring.LazyDeliverer holds the real one
+            containers = real.docker.containers()
         except (TlsbridgeError, AttributeError) as exc:
             logger.debug("run: cannot count reloads: %s", exc)
             return errors

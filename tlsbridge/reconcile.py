@@ -48,10 +48,11 @@ class Deliverer(Protocol):
     """Gets published certificates served (deliver.DockerDeliverer: reload + verification).
 
     Called in batches, once per pass, so a container shared by several sites is acted on once.
-    Both return the sites that failed, by name; the others succeeded.
+    Both return the sites that failed, by name; the others succeeded. Every site is delivered
+    when there is a deliverer: any site may have containers labelled tlsbridge.site=<name>,
+    which are found at delivery time.
     """
 
-    def wants(self, site: Site) -> bool: ...
     def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]: ...
     def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> Mapping[str, TlsbridgeError]: ...
 
@@ -203,7 +204,7 @@ class Reconciler:
         return sp, cert, changed | chosen
 
     def _delivers(self, site: Site) -> bool:
-        return self.deliverer is not None and self.deliverer.wants(site)
+        return self.deliverer is not None
 
     def _needs_bootstrap(self, site: Site) -> bool:
         """Nothing real is published yet, so the site's nginx may be down for lack of a certificate."""

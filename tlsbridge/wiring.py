@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
 from tlsbridge.clock import Clock
-from tlsbridge.config import Config
+from tlsbridge.config import Config, Site
+from tlsbridge.errors import TlsbridgeError
+from tlsbridge.model import ObservedCert
 from tlsbridge.reconcile import Reconciler
+
+if TYPE_CHECKING:
+    from tlsbridge.deliver import DockerDeliverer
+
+
+class LazyDeliverer:
+    """The Docker deliverer, built on first use: a pass with nothing to deliver never imports the
+    delivery, Docker and Swarm modules (about 10 ms of a one-shot renew)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._real: DockerDeliverer | None = None
+
+    @property
+    def real(self) -> DockerDeliverer:
+        if self._real is None:
+            from tlsbridge.deliver import DockerDeliverer
+
+            self._real = DockerDeliverer(self.cfg)
+        return self._real
+
+    def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
+        return self.real.bootstrap(sites)
+
+    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> Mapping[str, TlsbridgeError]:
+        return self.real.deliver(items)
 
 
 def build_reconciler(cfg: Config, clock: Clock) -> Reconciler:
-    # The deliverer is cheap to build: the docker SDK is imported only when a pass first
-    # publishes or bootstraps something, never on the nothing-due path.
-    from tlsbridge.deliver import DockerDeliverer
-
-    return Reconciler(cfg, clock, deliverer=DockerDeliverer(cfg))
+    return Reconciler(cfg, clock, deliverer=LazyDeliverer(cfg))

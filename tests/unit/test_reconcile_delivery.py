@@ -37,9 +37,6 @@ class Deliverer:
     def __init__(self, log: list[str], publisher: Publisher, fail: Mapping[str, TlsbridgeError] | None = None):
         self.log, self.publisher, self.fail = log, publisher, dict(fail or {})
 
-    def wants(self, site: Site) -> bool:
-        return True
-
     def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
         for s in sites:  # what nginx would load when started now
             assert parse_pem(self.publisher.read(s.name) or b"").placeholder
