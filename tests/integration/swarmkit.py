@@ -37,6 +37,13 @@ def swarm_node(client: Any) -> Iterator[str]:
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         created = True
+    if not client.networks.list(names=["docker_gwbridge"]):
+        # Swarm creates docker_gwbridge only when the first task joins an overlay network; tests
+        # need its address before that. Create it the way Docker documents for a custom one.
+        client.networks.create("docker_gwbridge", driver="bridge", options={
+            "com.docker.network.bridge.name": "docker_gwbridge",
+            "com.docker.network.bridge.enable_icc": "false",
+            "com.docker.network.bridge.enable_ip_masquerade": "true"})
     try:
         yield str(client.info()["Swarm"]["NodeID"])
     finally:
