@@ -102,11 +102,14 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     )
     if sidecar:
         spec = _sidecar_spec(cfg, spec, base, args)
-    text = compose.render(spec)
+    write_outputs(nginx_dir, snippets, out_file, compose.render(spec))
+    return 0
 
+
+def write_outputs(nginx_dir: Path, snippets: dict[str, str], out_file: Path | None, text: str) -> None:
+    """Write the snippets (removing stale ones of ours) and the compose/stack file, or print it."""
     nginx_dir.mkdir(parents=True, exist_ok=True)
-    changed = [name for name, body in sorted(snippets.items())
-               if write_atomic(nginx_dir / name, body)]
+    changed = [name for name, body in sorted(snippets.items()) if write_atomic(nginx_dir / name, body)]
     removed = remove_stale(nginx_dir, set(snippets))
     logger.info("nginx snippets in %s: %d written, %d unchanged, %d stale removed", nginx_dir,
                 len(changed), len(snippets) - len(changed), len(removed))
@@ -116,7 +119,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         logger.info("wrote %s", out_file)
     else:
         logger.info("%s is up to date", out_file)
-    return 0
 
 
 def shown(path: Path, base: Path) -> str:

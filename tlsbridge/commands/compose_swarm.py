@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 def run(args: argparse.Namespace, cfg: Config, out_file: Path | None, base: Path,
         nginx_dir: Path) -> int:
-    from tlsbridge.commands.compose import _sidecar_spec, remove_stale, shown, write_atomic
+    from tlsbridge.commands.compose import _sidecar_spec, shown, write_outputs
     from tlsbridge.render import compose, nginx, stack
 
     if args.socket_proxy:
@@ -64,19 +63,7 @@ def run(args: argparse.Namespace, cfg: Config, out_file: Path | None, base: Path
         sidecar_image=args.sidecar_image or stack.DEFAULT_SIDECAR_IMAGE,
         publish_mode=args.publish_mode,
     )
-    text = stack.render(spec)
-
-    nginx_dir.mkdir(parents=True, exist_ok=True)
-    changed = [name for name, body in sorted(snippets.items()) if write_atomic(nginx_dir / name, body)]
-    removed = remove_stale(nginx_dir, set(snippets))
-    logger.info("nginx snippets in %s: %d written, %d unchanged, %d stale removed", nginx_dir,
-                len(changed), len(snippets) - len(changed), len(removed))
-    if out_file is None:
-        sys.stdout.write(text)
-    elif write_atomic(out_file, text):
-        logger.info("wrote %s", out_file)
-    else:
-        logger.info("%s is up to date", out_file)
+    write_outputs(nginx_dir, snippets, out_file, stack.render(spec))
     if args.create_secrets:
         _create_secrets(cfg)
     return 0
