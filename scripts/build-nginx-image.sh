@@ -158,7 +158,7 @@ EXPOSE 80 443
 STOPSIGNAL SIGQUIT
 CMD ["nginx", "-g", "daemon off;"]
 EOF
-DOCKER_BUILDKIT=0 docker build -q -t "$image" "$ctx" >"$tmp/build.log" 2>&1 \
+DOCKER_BUILDKIT=0 docker build --force-rm -q -t "$image" "$ctx" >"$tmp/build.log" 2>&1 \
   || { cat "$tmp/build.log" >&2; exit 1; }
 
 new_id=$(docker image inspect -f '{{.Id}}' "$image")

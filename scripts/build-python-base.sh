@@ -128,7 +128,7 @@ ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 LABEL org.tlsbridge.test=python
 CMD ["python3"]
 DOCKERFILE
-DOCKER_BUILDKIT=0 docker build -q -t "$image" "$ctx" >"$tmp/build.log" 2>&1 \
+DOCKER_BUILDKIT=0 docker build --force-rm -q -t "$image" "$ctx" >"$tmp/build.log" 2>&1 \
   || { cat "$tmp/build.log" >&2; exit 1; }
 
 new_id=$(docker image inspect -f '{{.Id}}' "$image")

@@ -59,7 +59,7 @@ fi
 
 # 3. image -----------------------------------------------------------------------------------
 log=$(mktemp)
-if ! DOCKER_BUILDKIT=0 docker build -f deploy/Dockerfile --build-arg "BASE_IMAGE=$base" -t "$tag" . >"$log" 2>&1; then
+if ! DOCKER_BUILDKIT=0 docker build --force-rm -f deploy/Dockerfile --build-arg "BASE_IMAGE=$base" -t "$tag" . >"$log" 2>&1; then
   cat "$log" >&2
   rm -f "$log"
   exit 1
