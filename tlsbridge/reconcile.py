@@ -172,7 +172,7 @@ class Reconciler:
                 decision = replace(decision, action=Action.PUBLISH, reason="NotPublished",
                                    message="certbot holds a certificate that is not published; "
                                            + decision.message)
-            elif current and self._delivers(site) and state.extra.get(DELIVERED) != cert.fingerprint:
+            elif current and self._delivers and state.extra.get(DELIVERED) != cert.fingerprint:
                 # Published but never verified as served (a failed reload or verification): retry.
                 decision = replace(decision, action=Action.PUBLISH, reason="NotDelivered",
                                    message="the published certificate is not verified as served yet; "
@@ -198,12 +198,14 @@ class Reconciler:
         if cert is not None:
             changed |= self.refresh_ari(site.name, cert, state, now)
         decision, chosen = self.decide(site, state, cert, now, force)
-        deliver = self._delivers(site)
+        deliver = self._delivers
         bootstrap = deliver and decision.action in _OBTAIN and self._needs_bootstrap(site)
         sp = plan_site(site.name, decision, bootstrap=bootstrap, deliver=deliver)
         return sp, cert, changed | chosen
 
-    def _delivers(self, site: Site) -> bool:
+    @property
+    def _delivers(self) -> bool:
+        """Every site is delivered when there is a deliverer (labelled containers are found late)."""
         return self.deliverer is not None
 
     def _needs_bootstrap(self, site: Site) -> bool:
@@ -249,7 +251,7 @@ class Reconciler:
                 outcomes[site.name] = self._failed(site, state, outcome.plan, exc, self.clock.now(),
                                                    dry_run, outcome)
                 continue
-            if self._delivers(site):
+            if self._delivers:
                 delivering.append(site)
             else:
                 self._succeeded(site, state, outcome)
@@ -294,7 +296,7 @@ class Reconciler:
         errors: dict[str, TlsbridgeError] = {}
         ready = []
         for site in sites:
-            if not self._delivers(site) or not self._needs_bootstrap(site):
+            if not self._delivers or not self._needs_bootstrap(site):
                 continue
             pem = self.publisher.read(site.name)
             now = self.clock.now()

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from tlsbridge import policy
-from tlsbridge.adapters.certmemo import MEMO
+from tlsbridge.adapters.certmemo import MEMO, memo_file
 from tlsbridge.adapters.certstore import CertStore
 from tlsbridge.adapters.publish import Publisher
 from tlsbridge.adapters.statestore import StateStore
@@ -45,6 +45,7 @@ class SiteStatus:
 
 
 def collect(cfg: Config, now: datetime) -> list[SiteStatus]:
+    MEMO.load(memo_file(cfg.state.dir))  # what renew/run parsed: status re-parses nothing unchanged
     certstore = CertStore(cfg.certbot.config_dir)
     publisher = Publisher(cfg.publish.dir)
     states = StateStore(cfg.state.dir).load_all()
