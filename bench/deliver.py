@@ -52,8 +52,8 @@ from tlsbridge import config  # noqa: E402
 from tlsbridge.adapters.publish import CertFiles, Publisher  # noqa: E402
 from tlsbridge.adapters.tlsprobe import served_leaf  # noqa: E402
 from tlsbridge.certinfo import parse_pem  # noqa: E402
-from tlsbridge.deliver import DockerDeliverer  # noqa: E402
-from tlsbridge.served import fingerprint  # noqa: E402
+from tlsbridge.delivery.containers import DockerDeliverer  # noqa: E402
+from tlsbridge.delivery.verify import fingerprint  # noqa: E402
 from tlsbridge.targets import ContainerInfo  # noqa: E402
 
 SITE, DOMAIN = "bench", "bench.example.com"

@@ -76,7 +76,7 @@ def setup_logging(verbose: bool, quiet: bool, fmt: str = "text", stream: object 
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
     if fmt == "json":
-        from tlsbridge.logjson import JsonFormatter
+        from tlsbridge.sidecar.logjson import JsonFormatter
 
         handler.setFormatter(JsonFormatter())
     else:

@@ -12,7 +12,7 @@ from tlsbridge.model import ObservedCert
 from tlsbridge.reconcile import Reconciler
 
 if TYPE_CHECKING:
-    from tlsbridge.deliver import DockerDeliverer
+    from tlsbridge.delivery.containers import DockerDeliverer
 
 
 class LazyDeliverer:
@@ -26,7 +26,7 @@ class LazyDeliverer:
     @property
     def real(self) -> DockerDeliverer:
         if self._real is None:
-            from tlsbridge.deliver import DockerDeliverer
+            from tlsbridge.delivery.containers import DockerDeliverer
 
             self._real = DockerDeliverer(self.cfg)
         return self._real

@@ -15,7 +15,7 @@ from typing import Any
 
 from tlsbridge.adapters.tlsprobe import served_leaf
 from tlsbridge.certinfo import parse_pem
-from tlsbridge.served import fingerprint
+from tlsbridge.delivery.verify import fingerprint
 
 CERTS_IN_CONTAINER = "/etc/tlsbridge/certs"
 WEBROOT_IN_CONTAINER = "/var/www/acme"

@@ -22,7 +22,7 @@ from typing import Any
 
 from tlsbridge.adapters.tlsprobe import served_leaf
 from tlsbridge.certinfo import parse_pem
-from tlsbridge.served import fingerprint
+from tlsbridge.delivery.verify import fingerprint
 from tlsbridge.targets import SITE_LABEL
 
 
@@ -58,7 +58,21 @@ def gateway_ip(client: Any, network: str = "bridge") -> str:
     """The host's address on a local network: where a task attached to no overlay network (so
     to `bridge`) reaches processes on the host (on docker_gwbridge for tasks on overlays)."""
     net = client.networks.get(network)
-    return str(net.attrs["IPAM"]["Config"][0]["Gateway"])
+    # The bridge interface's own address, not the IPAM record: on a dockerd started for the first
+    # time the default bridge's IPAM config holds only the subnet (the gateway appears after a
+    # restart), so reading "Gateway" fails on exactly the fresh machines CI runs on.
+    iface = net.attrs.get("Options", {}).get("com.docker.network.bridge.name") or "docker0"
+    return interface_ipv4(iface)
+
+
+def interface_ipv4(iface: str) -> str:
+    """The IPv4 address of a network interface (SIOCGIFADDR)."""
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", iface.encode()[:15]))
+    return socket.inet_ntoa(packed[20:24])
 
 
 def site_secrets(client: Any, site: str) -> dict[str, dict[str, str]]:

@@ -34,9 +34,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from docker.tls import TLSConfig
 from servers import free_port
 
-from tlsbridge import pki
 from tlsbridge.adapters.publish import CertFiles, Publisher
-from tlsbridge.daemon_tls_checks import dropin_overrides_exec_start
+from tlsbridge.daemon_tls import pki
+from tlsbridge.daemon_tls.checks import dropin_overrides_exec_start
 
 PREFIX = "tlsbdt-"
 DOCKER = shutil.which("docker") or "/usr/bin/docker"

@@ -22,9 +22,9 @@ from tlsbridge import config
 from tlsbridge.adapters.docker import DockerAdapter
 from tlsbridge.certinfo import PLACEHOLDER_ORG, parse_pem
 from tlsbridge.clock import SystemClock
-from tlsbridge.deliver import DockerDeliverer
+from tlsbridge.delivery.containers import DockerDeliverer
+from tlsbridge.delivery.verify import fingerprint
 from tlsbridge.reconcile import Reconciler
-from tlsbridge.served import fingerprint
 from tlsbridge.targets import ContainerInfo
 
 

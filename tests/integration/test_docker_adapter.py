@@ -113,7 +113,7 @@ class _MutualTlsProxy:
 
         from servers import free_port
 
-        from tlsbridge.pki import Names, make_ca, make_client_cert, make_server_cert
+        from tlsbridge.daemon_tls.pki import Names, make_ca, make_client_cert, make_server_cert
 
         now = datetime.now(UTC)
         ca = make_ca(now)

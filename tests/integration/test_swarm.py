@@ -35,9 +35,9 @@ from tbenv import TbEnv
 from tlsbridge.adapters.statestore import StateStore
 from tlsbridge.certinfo import parse_pem
 from tlsbridge.config import Site
+from tlsbridge.delivery.swarm_plan import FINGERPRINT_LABEL, STABLE_LABEL, secret_name
 from tlsbridge.reconcile import DELIVERED
 from tlsbridge.render.nginx import NginxOptions, render_all
-from tlsbridge.swarm import FINGERPRINT_LABEL, STABLE_LABEL, secret_name
 from tlsbridge.targets import SITE_LABEL
 
 SECOND = 1_000_000_000  # the engine counts durations in nanoseconds

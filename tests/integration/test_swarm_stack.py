@@ -44,8 +44,8 @@ from swarmkit import (
 
 from tlsbridge.adapters.tlsprobe import served_leaf
 from tlsbridge.certinfo import PLACEHOLDER_ORG
-from tlsbridge.served import describe, fingerprint
-from tlsbridge.swarm import FINGERPRINT_LABEL, STABLE_LABEL, secret_name
+from tlsbridge.delivery.swarm_plan import FINGERPRINT_LABEL, STABLE_LABEL, secret_name
+from tlsbridge.delivery.verify import describe, fingerprint
 
 TLSBRIDGE = str(Path(sys.executable).with_name("tlsbridge"))
 SIDECAR_IMAGE = os.environ.get("TLSBRIDGE_SIDECAR_IMAGE", "tlsbridge-test/sidecar:latest")

@@ -1,4 +1,4 @@
-"""tlsbridge.daemon_tls (plan + apply into a temp folder, fixed clock) and the CLI's resolution.
+"""tlsbridge.daemon_tls.apply (plan + apply into a temp folder, fixed clock) and the CLI's resolution.
 
 Real files in tmp_path, nothing mocked; fast (no dockerd: see tests/integration/test_daemon_tls.py).
 """
@@ -18,14 +18,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tlsbridge import cli, pki
-from tlsbridge.daemon_tls import (
+from tlsbridge import cli
+from tlsbridge.daemon_tls import pki
+from tlsbridge.daemon_tls.apply import (
     DaemonTlsError,
     DaemonTlsSettings,
     ensure_daemon_tls,
     server_cert_expiry,
 )
-from tlsbridge.daemon_tls_checks import check_host
+from tlsbridge.daemon_tls.checks import check_host
 from tlsbridge.errors import UsageError
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -388,7 +389,7 @@ def test_cli_server_cert_site(in_empty_dir: Path, capsys: pytest.CaptureFixture[
 def test_resolve_settings_from_the_config_alone(tmp_path: Path) -> None:
     """What `run` does: no flags, the config's daemon_tls section decides."""
     from tlsbridge import config
-    from tlsbridge.daemon_tls_settings import resolve_settings
+    from tlsbridge.daemon_tls.settings import resolve_settings
 
     cfg = config.parse("sites:\n  web:\n    domains: [docker.example.com]\n"
                        "daemon_tls:\n  out: tls\n  ips: ['2001:db8::5']\n  clients: [ci, ci]\n"

@@ -1,4 +1,4 @@
-"""tlsbridge.daemon_tls_checks: what `doctor` says about a daemon.json's remote access."""
+"""tlsbridge.daemon_tls.checks: what `doctor` says about a daemon.json's remote access."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tlsbridge import daemon_tls_checks as c
-from tlsbridge import pki
+from tlsbridge.daemon_tls import checks as c
+from tlsbridge.daemon_tls import pki
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CA = pki.make_ca(NOW - timedelta(days=10))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tlsbridge.adapters.docker import DockerEvent
 from tlsbridge.config import parse
-from tlsbridge.dockerwatch import sites_of_container
+from tlsbridge.sidecar.watch import sites_of_container
 
 CONFIG = """
 sites:

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from tlsbridge.errors import UsageError
-from tlsbridge.httpapi import parse_listen
-from tlsbridge.logjson import JsonFormatter, RedactingFilter, redact
-from tlsbridge.metrics import Metrics
+from tlsbridge.sidecar.endpoint import parse_listen
+from tlsbridge.sidecar.logjson import JsonFormatter, RedactingFilter, redact
+from tlsbridge.sidecar.metrics import Metrics
 
 AT = datetime(2026, 6, 1, tzinfo=UTC)
 KEY = ("-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n"

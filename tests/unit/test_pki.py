@@ -1,4 +1,4 @@
-"""tlsbridge.pki: the private CA, server and client certificates, and the re-issue decision."""
+"""tlsbridge.daemon_tls.pki: the private CA, server and client certificates, and the re-issue decision."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tlsbridge import pki
+from tlsbridge.daemon_tls import pki
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 NAMES = pki.Names.of(["docker.example.com"], ["192.0.2.5", "2001:db8::1"])

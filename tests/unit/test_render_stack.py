@@ -12,8 +12,8 @@ import yaml
 
 from tlsbridge.cli import main
 from tlsbridge.config import Site
+from tlsbridge.delivery.swarm_plan import secret_name
 from tlsbridge.render import nginx, stack
-from tlsbridge.swarm import secret_name
 
 CONFIG = """
 acme: {ca_bundle: ca.pem}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.serialization import Encoding
 from helpers import make_cert
 
-from tlsbridge.served import ServedTracker, describe, fingerprint
+from tlsbridge.delivery.verify import ServedTracker, describe, fingerprint
 
 NEW, _ = make_cert(("new.example.com",), serial=0xABC)
 OLD, _ = make_cert(("old.example.com",), serial=0xDEF)

@@ -1,4 +1,4 @@
-"""The pure Swarm delivery decisions (tlsbridge.swarm): secret names, each service's new
+"""The pure Swarm delivery decisions (tlsbridge.delivery.swarm_plan): secret names, each service's new
 secret list, what may be pruned, when the stable pair is re-created, reading a rolling update
 and where to probe. The real engine runs the same code in tests/integration/test_swarm*.py."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tlsbridge.swarm import (
+from tlsbridge.delivery.swarm_plan import (
     NAME_MAX,
     PortInfo,
     SecretInfo,

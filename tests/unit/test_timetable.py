@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tlsbridge import policy, timetable
+from tlsbridge import policy
 from tlsbridge.clock import FixedClock, ScaledClock, to_wall
 from tlsbridge.model import ObservedCert, SiteState
-from tlsbridge.timetable import SiteTiming, Wakeup
+from tlsbridge.sidecar import timetable
+from tlsbridge.sidecar.timetable import SiteTiming, Wakeup
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 H = timedelta(hours=1)

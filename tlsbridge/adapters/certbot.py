@@ -31,8 +31,8 @@ from tlsbridge.retry import retry
 
 logger = logging.getLogger(__name__)
 
-# certbot's main with a more patient badNonce retry (see tlsbridge/certbot_main.py).
-_ENTRY = ["-m", "tlsbridge.certbot_main"]
+# certbot's main with a more patient badNonce retry (see tlsbridge/adapters/certbot_main.py).
+_ENTRY = ["-m", "tlsbridge.adapters.certbot_main"]
 _SECRET_FLAGS = ("--eab-hmac-key",)
 _KEY_ARGS = {
     "ecdsa": ["--key-type", "ecdsa", "--elliptic-curve", "secp256r1"],

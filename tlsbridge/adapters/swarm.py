@@ -2,7 +2,7 @@
 
 Goes through `DockerAdapter` (its connection, timeouts and error translation); like every
 engine call it imports no SDK module itself. Everything returned is a value from
-`tlsbridge.swarm`; every engine error becomes a DockerError naming what was attempted.
+`tlsbridge.delivery.swarm_plan`; every engine error becomes a DockerError naming what was attempted.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tlsbridge.adapters.docker import DockerAdapter
-from tlsbridge.errors import DockerError
-from tlsbridge.swarm import (
+from tlsbridge.delivery.swarm_plan import (
     FILE_LABEL,
     FINGERPRINT_LABEL,
     STABLE_LABEL,
@@ -24,6 +23,7 @@ from tlsbridge.swarm import (
     TaskInfo,
     UpdateStatus,
 )
+from tlsbridge.errors import DockerError
 from tlsbridge.targets import SITE_LABEL
 
 logger = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from tlsbridge.cli import Context
     from tlsbridge.config import Config
     from tlsbridge.render.compose import ComposeSpec
+    from tlsbridge.render.stack import StackFile
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +84,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         if image is not None and not _IMAGE.fullmatch(image):
             raise UsageError(f"{opt} {image!r}: not an image reference like nginx:stable")
     if args.swarm:
-        from tlsbridge.commands import compose_swarm
 
-        return compose_swarm.run(args, cfg, out_file, base, nginx_dir)
+        return _run_swarm(args, cfg, out_file, base, nginx_dir)
     if args.create_secrets or args.publish_mode != "ingress":
         raise UsageError("--create-secrets and --publish-mode go with --swarm")
     sidecar = args.sidecar or args.socket_proxy
@@ -245,3 +245,105 @@ def remove_stale(folder: Path, keep: set[str]) -> list[str]:
         except OSError as exc:
             raise TlsbridgeError(f"cannot remove stale snippet {path}: {exc}") from exc
     return removed
+
+
+# --swarm ------------------------------------------------------------------------------------
+
+
+def _run_swarm(args: argparse.Namespace, cfg: Config, out_file: Path | None, base: Path,
+               nginx_dir: Path) -> int:
+    """`--swarm`: a stack file for `docker stack deploy` and its nginx snippets; with
+    `--create-secrets`, the certificate secrets the stack names where they are missing."""
+    from tlsbridge.render import compose, nginx, stack
+
+    if args.socket_proxy:
+        raise UsageError("--socket-proxy is not available with --swarm (the tlsbridge service "
+                         "mounts the socket of the manager it runs on)")
+    if args.build_context is not None:
+        raise UsageError("--build-context: docker stack deploy does not build images; give "
+                         "--sidecar-image IMAGE (pushed where your managers can pull it)")
+    method = cfg.challenge.method
+    if method == "webroot":
+        raise UsageError(
+            f"{cfg.source}: challenge.method: webroot cannot work on Swarm (no folder is shared "
+            "between nodes); use standalone: certbot answers in the tlsbridge service on "
+            "challenge.http_port and nginx passes /.well-known/acme-challenge/ to it")
+    # The same checks of the paths inside the tlsbridge container as the compose sidecar.
+    inside = _sidecar_spec(cfg, compose.ComposeSpec("", [], "", ""), base, args).inside
+    assert inside is not None
+
+    source = Path(cfg.source).name
+    http_port = cfg.challenge.http_port if method == "standalone" else None
+    opts = nginx.NginxOptions(args.http2, source, secrets=True,
+                              acme_proxy=stack.acme_proxy_url(http_port) if http_port else "")
+    snippets = nginx.render_all(cfg.sites.values(), opts)
+    spec = stack.StackSpec(
+        source=source,
+        sites=list(cfg.sites),
+        snippets=[stack.StackFile(_snippet_key(name), shown(nginx_dir / name, base),
+                                  f"{nginx.CONF_DIR}/{name}", body.encode())
+                  for name, body in sorted(snippets.items())],
+        tlsbridge_files=_tlsbridge_files(cfg, base),
+        publish_dir=inside.publish_dir,
+        certbot_config_dir=inside.certbot_config_dir,
+        state_dir=inside.state_dir,
+        http_port=http_port,
+        image=args.image,
+        sidecar_image=args.sidecar_image or stack.DEFAULT_SIDECAR_IMAGE,
+        publish_mode=args.publish_mode,
+    )
+    write_outputs(nginx_dir, snippets, out_file, stack.render(spec))
+    if args.create_secrets:
+        _create_secrets(cfg)
+    return 0
+
+
+def _tlsbridge_files(cfg: Config, base: Path) -> list[StackFile]:
+    """The config file and the files it names, as configs/secrets of the tlsbridge service at
+    the paths the config gives them inside the container (its folder is /etc/tlsbridge)."""
+    from tlsbridge.render.compose import SIDECAR_CONFIG_DIR
+    from tlsbridge.render.stack import StackFile
+
+    config_file = Path(os.path.abspath(cfg.source))
+    folder = config_file.parent
+    files = [StackFile("config", shown(config_file, base),
+                       f"{SIDECAR_CONFIG_DIR}/{config_file.name}", _read_input(config_file))]
+    for key, path, secret in (("ca-bundle", cfg.acme.ca_bundle, False),
+                              ("dns-credentials", cfg.challenge.dns_credentials, True)):
+        if path is None:
+            continue
+        absolute = Path(os.path.abspath(path))
+        target = (f"{SIDECAR_CONFIG_DIR}/{absolute.relative_to(folder)}"
+                  if absolute.is_relative_to(folder) else str(absolute))
+        files.append(StackFile(key, shown(absolute, base), target, _read_input(absolute),
+                               secret=secret))
+    return files
+
+
+def _snippet_key(snippet: str) -> str:
+    """tlsbridge-site-shop.conf -> nginx-site-shop: the snippet's key in the stack file."""
+    return "nginx-" + snippet.rsplit(".", 1)[0].removeprefix("tlsbridge-")
+
+
+def _read_input(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from exc
+
+
+def _create_secrets(cfg: Config) -> None:
+    from tlsbridge.adapters.docker import DockerAdapter
+    from tlsbridge.clock import SystemClock
+    from tlsbridge.delivery.swarm_rollout import create_placeholder_pairs
+
+    docker = DockerAdapter(cfg.docker)
+    try:
+        made = create_placeholder_pairs(cfg, docker, SystemClock().now())
+    finally:
+        docker.close()
+    for name in made:
+        logger.info("site=%s created placeholder secrets for the first deploy; tlsbridge replaces "
+                    "them with the issued certificate", name)
+    if not made:
+        logger.info("every site's secrets exist already; nothing created")

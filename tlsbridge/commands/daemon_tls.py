@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tlsbridge.cli import Context
-    from tlsbridge.daemon_tls_settings import DaemonTlsSettings
+    from tlsbridge.daemon_tls.settings import DaemonTlsSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from tlsbridge.clock import SystemClock
-    from tlsbridge.daemon_tls import ensure_daemon_tls
+    from tlsbridge.daemon_tls.apply import ensure_daemon_tls
     from tlsbridge.render.daemon_json import apply_instructions, client_instructions
 
     settings = resolve(args, ctx)
@@ -60,7 +60,7 @@ def resolve(args: argparse.Namespace, ctx: Context) -> DaemonTlsSettings:
 
     The config is read when -c was given or ./tlsbridge.yaml exists; otherwise flags alone.
     """
-    from tlsbridge.daemon_tls_settings import Flags, resolve_settings
+    from tlsbridge.daemon_tls.settings import Flags, resolve_settings
 
     cfg = ctx.config() if ctx.config_given or ctx.config_path.exists() else None
     flags = Flags(**{k: getattr(args, k, None) for k in Flags.__dataclass_fields__})

@@ -1,4 +1,4 @@
-"""`tlsbridge run`: the long-running sidecar (see tlsbridge/scheduler.py and docs/run.md)."""
+"""`tlsbridge run`: the long-running sidecar (see tlsbridge/sidecar/loop.py and docs/run.md)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from tlsbridge.cli import setup_logging
     from tlsbridge.clock import clock_from_env
     from tlsbridge.errors import UsageError
-    from tlsbridge.httpapi import parse_listen
-    from tlsbridge.logjson import RedactingFilter
+    from tlsbridge.sidecar.endpoint import parse_listen
+    from tlsbridge.sidecar.logjson import RedactingFilter
 
     if args.log_format not in ("text", "json"):  # a default from the environment skips argparse's check
         raise UsageError(f"--log-format / $TLSBRIDGE_LOG_FORMAT {args.log_format!r}: expected text or json")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     host, port = parse_listen(args.listen)
     cfg = ctx.config()
 
-    from tlsbridge.scheduler import Daemon
+    from tlsbridge.sidecar.loop import Daemon
 
     daemon = Daemon(cfg, lambda: config.load(ctx.config_path), clock_from_env(), host=host, port=port)
     return daemon.run()

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 def _engine_line(out: Path, now: datetime) -> str:
     """The Docker engine's TLS server certificate (daemon_tls), for people reading the table."""
-    from tlsbridge.daemon_tls import server_cert_expiry
+    from tlsbridge.daemon_tls.apply import server_cert_expiry
 
     expiry = server_cert_expiry(out)
     if expiry is None:

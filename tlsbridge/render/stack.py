@@ -23,9 +23,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tlsbridge.delivery.swarm_plan import FILES, MODES, secret_name
 from tlsbridge.render.compose import DOCKER_SOCKET, HTTP_PORT_VAR, HTTPS_PORT_VAR, _wrap, q
 from tlsbridge.render.nginx import CERTS_DIR
-from tlsbridge.swarm import FILES, MODES, secret_name
 
 PUBLISH_MODES = ("ingress", "host")
 DEFAULT_SIDECAR_IMAGE = "tlsbridge:latest"

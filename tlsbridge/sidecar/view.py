@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 from tlsbridge import __version__
 from tlsbridge.model import Action
 from tlsbridge.render.status_page import PageMeta, PageRow, render
-from tlsbridge.timetable import Wakeup
+from tlsbridge.sidecar.timetable import Wakeup
 
 if TYPE_CHECKING:
     from tlsbridge.reconcile import SiteOutcome
-    from tlsbridge.scheduler import Daemon
+    from tlsbridge.sidecar.loop import Daemon
     from tlsbridge.status import SiteStatus
 
 VERIFY_REASONS = {"Verify", "VerifyFailed"}
@@ -87,7 +87,7 @@ class SidecarView:
         return self.ready, {"ready": self.ready, "last_pass": self.last_pass}
 
     def metrics(self) -> tuple[bytes, str]:
-        from tlsbridge.metrics import CONTENT_TYPE
+        from tlsbridge.sidecar.metrics import CONTENT_TYPE
 
         return self.daemon.metrics.render(), CONTENT_TYPE
 

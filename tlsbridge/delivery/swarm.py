@@ -3,7 +3,7 @@
 Used by `deliver.DockerDeliverer` when the engine is a Swarm manager. A site's Swarm targets are
 the services whose *service* labels include `tlsbridge.site=<site>[,<site>...]`. Per delivery:
 
-1. the published certificate goes into immutable secrets (tlsbridge.swarm names them), created
+1. the published certificate goes into immutable secrets (tlsbridge.delivery.swarm_plan names them), created
    once per version;
 2. each target service that does not run on that version yet gets its secret list updated,
    one update per service however many of its sites changed: a rolling update;
@@ -30,9 +30,7 @@ from tlsbridge.adapters.docker import DockerAdapter
 from tlsbridge.adapters.swarm import SwarmAdapter
 from tlsbridge.certinfo import parse_pem
 from tlsbridge.config import Config, Site
-from tlsbridge.errors import DockerError, PublishError, ReloadError, TlsbridgeError, VerifyError
-from tlsbridge.model import ObservedCert
-from tlsbridge.swarm import (
+from tlsbridge.delivery.swarm_plan import (
     FILES,
     SecretInfo,
     ServiceInfo,
@@ -46,7 +44,9 @@ from tlsbridge.swarm import (
     stable_todo,
     uses_site,
 )
-from tlsbridge.swarm_ops import Rollout, Rollouts, create_secret, ensure_stable, fail_sites
+from tlsbridge.delivery.swarm_rollout import Rollout, Rollouts, create_secret, ensure_stable, fail_sites
+from tlsbridge.errors import DockerError, PublishError, ReloadError, TlsbridgeError, VerifyError
+from tlsbridge.model import ObservedCert
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlsbridge import pki
 from tlsbridge.config import Config
+from tlsbridge.daemon_tls import pki
 from tlsbridge.errors import ConfigError, TlsbridgeError, UsageError
 from tlsbridge.render.daemon_json import DEFAULT_SOCKET, DROPIN_NAME
 

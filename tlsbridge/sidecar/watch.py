@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from tlsbridge.adapters.docker import DockerAdapter, DockerEvent
     from tlsbridge.config import Config, Site
     from tlsbridge.model import ObservedCert
-    from tlsbridge.scheduler import Daemon
+    from tlsbridge.sidecar.loop import Daemon
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class DockerWatcher:
     def _on_start(self, event: DockerEvent) -> None:
         sites = sites_of_container(self.daemon.cfg, event)
         if sites:
-            from tlsbridge.scheduler import Request
+            from tlsbridge.sidecar.loop import Request
 
             logger.info("run: container %s started; verifying site(s) %s", event.name or event.id[:12],
                         ", ".join(sites))
@@ -164,7 +164,7 @@ def verify_sites(daemon: Daemon, names: list[str]) -> None:
 def _stale_targets(adapter: DockerAdapter, site: Site, want: str) -> list[str]:
     """Messages for the site's targets that do not serve `want` (sha256 of the published leaf)."""
     from tlsbridge.adapters.tlsprobe import served_leaf
-    from tlsbridge.served import fingerprint
+    from tlsbridge.delivery.verify import fingerprint
     from tlsbridge.targets import probe_address, resolve, sni_for
 
     addrs: list[tuple[str, str, int]] = []
@@ -197,7 +197,7 @@ def _stale_targets(adapter: DockerAdapter, site: Site, want: str) -> list[str]:
 
 
 def _redeliver(daemon: Daemon, adapter: DockerAdapter, site: Site, want: ObservedCert) -> None:
-    from tlsbridge.deliver import DockerDeliverer
+    from tlsbridge.delivery.containers import DockerDeliverer
 
     errors = DockerDeliverer(daemon.cfg, adapter).deliver([(site, want)])
     daemon.metrics.reloads.labels(site.name).inc()

@@ -16,8 +16,7 @@ from tlsbridge.adapters.docker import DockerAdapter
 from tlsbridge.adapters.swarm import SwarmAdapter
 from tlsbridge.certinfo import parse_pem
 from tlsbridge.config import Config, Site
-from tlsbridge.errors import DockerError, ReloadError, TlsbridgeError
-from tlsbridge.swarm import (
+from tlsbridge.delivery.swarm_plan import (
     FILES,
     SecretInfo,
     SecretRef,
@@ -31,6 +30,7 @@ from tlsbridge.swarm import (
     update_done,
     update_hazard,
 )
+from tlsbridge.errors import DockerError, ReloadError, TlsbridgeError
 
 logger = logging.getLogger(__name__)
 

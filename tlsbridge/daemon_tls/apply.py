@@ -30,8 +30,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tlsbridge import pki
-from tlsbridge.daemon_tls_settings import DaemonTlsSettings
+from tlsbridge.daemon_tls import pki
+from tlsbridge.daemon_tls.settings import DaemonTlsSettings
 from tlsbridge.errors import TlsbridgeError, UsageError
 from tlsbridge.render import daemon_json as render
 

@@ -6,7 +6,7 @@ rejects nonces often (under load, or Pebble's PEBBLE_WFE_NONCEREJECT=30) two unl
 row abort the whole certbot run, and its order with it. A rejected nonce means the request was
 not processed, so repeating it is safe.
 
-Run as `python -m tlsbridge.certbot_main ARGS` (certbot 5 has no `python -m certbot`).
+Run as `python -m tlsbridge.adapters.certbot_main ARGS` (certbot 5 has no `python -m certbot`).
 """
 
 from __future__ import annotations

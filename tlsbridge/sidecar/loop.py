@@ -32,15 +32,15 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from tlsbridge import timetable
 from tlsbridge.adapters.certmemo import MEMO, memo_file
 from tlsbridge.clock import Clock, to_wall
 from tlsbridge.config import Config
 from tlsbridge.durations import format_duration
 from tlsbridge.errors import TlsbridgeError
-from tlsbridge.metrics import Metrics
-from tlsbridge.sidecar_view import SidecarView
-from tlsbridge.timetable import Wakeup
+from tlsbridge.sidecar import timetable
+from tlsbridge.sidecar.metrics import Metrics
+from tlsbridge.sidecar.timetable import Wakeup
+from tlsbridge.sidecar.view import SidecarView
 
 if TYPE_CHECKING:
     from tlsbridge.reconcile import Reconciler
@@ -68,7 +68,7 @@ class Daemon:
     def __init__(self, cfg: Config, load_config: Callable[[], Config], clock: Clock, *,
                  host: str, port: int, rng: random.Random | None = None,
                  watch_docker: bool = True) -> None:
-        from tlsbridge.httpapi import HttpApi
+        from tlsbridge.sidecar.endpoint import HttpApi
         from tlsbridge.wiring import build_reconciler
 
         self.cfg = cfg
@@ -248,7 +248,7 @@ class Daemon:
             logger.info("run: first pass done; ready")
 
     def _reconciler(self, cfg: Config) -> Reconciler:
-        from tlsbridge.dockerwatch import CountingDeliverer
+        from tlsbridge.sidecar.watch import CountingDeliverer
 
         rec = self._build(cfg, self.clock)
         if rec.deliverer is not None:
@@ -276,7 +276,7 @@ class Daemon:
 
     def _verify(self, names: list[str]) -> None:
         """Check that the sites' containers serve what is published (after a container start)."""
-        from tlsbridge.dockerwatch import verify_sites
+        from tlsbridge.sidecar.watch import verify_sites
 
         self.busy_since = time.monotonic()
         try:
@@ -290,7 +290,7 @@ class Daemon:
 
         from tlsbridge.cli import Context
         from tlsbridge.commands import daemon_tls as command
-        from tlsbridge.daemon_tls import ensure_daemon_tls, server_cert_expiry
+        from tlsbridge.daemon_tls.apply import ensure_daemon_tls, server_cert_expiry
 
         parser = argparse.ArgumentParser()
         command.add_arguments(parser)  # the flags' defaults: the config's section decides
@@ -368,7 +368,7 @@ class Daemon:
         return bool(self.scheduler.running and thread is not None and thread.is_alive())
 
     def _start_watcher(self) -> None:
-        from tlsbridge.dockerwatch import DockerWatcher
+        from tlsbridge.sidecar.watch import DockerWatcher
 
         self.watcher = DockerWatcher(self)
         self.watcher.start()

@@ -24,20 +24,20 @@ from typing import TYPE_CHECKING
 
 from tlsbridge.adapters.docker import ContainerGoneError, DockerAdapter
 from tlsbridge.config import Config, Site
-from tlsbridge.errors import DockerError, ReloadError, TlsbridgeError, VerifyError
-from tlsbridge.model import ObservedCert
-from tlsbridge.served import (
+from tlsbridge.delivery.swarm_plan import SERVICE_LABEL as SWARM_SERVICE_LABEL
+from tlsbridge.delivery.verify import (
     PROBE_INTERVAL,
     PROBE_INTERVAL_SETTLED,
     VERIFY_SETTLE,
     VERIFY_TIMEOUT,
     ServedTracker,
 )
-from tlsbridge.swarm import SERVICE_LABEL as SWARM_SERVICE_LABEL
+from tlsbridge.errors import DockerError, ReloadError, TlsbridgeError, VerifyError
+from tlsbridge.model import ObservedCert
 from tlsbridge.targets import SITE_LABEL, ContainerInfo, probe_address, resolve, sni_for, start_decision
 
 if TYPE_CHECKING:
-    from tlsbridge.deliver_swarm import Probe, SwarmDelivery, SwarmOutcome
+    from tlsbridge.delivery.swarm import Probe, SwarmDelivery, SwarmOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class DockerDeliverer:
     def swarm(self) -> SwarmDelivery:
         """Services labelled tlsbridge.site when the engine is a Swarm manager (deliver_swarm)."""
         if self._swarm is None:
-            from tlsbridge.deliver_swarm import SwarmDelivery
+            from tlsbridge.delivery.swarm import SwarmDelivery
 
             self._swarm = SwarmDelivery(self.cfg, self.docker, self._verify_probes)
         return self._swarm

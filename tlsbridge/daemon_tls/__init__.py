@@ -1,0 +1,1 @@
+"""The Docker engine's mutual TLS on :2376: settings, the private CA, apply, checks."""

@@ -1,0 +1,1 @@
+"""Getting published certificates served: containers, Swarm services, verification."""

@@ -1,0 +1,1 @@
+"""`tlsbridge run`: the loop, its timers, the Docker watcher, the HTTP endpoint."""
