@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tlsbridge.errors import TlsbridgeError
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,15 @@ class Decision:
 
     def __str__(self) -> str:
         return f"{self.action.value}: {self.reason}: {self.message}"
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one delivery batch did: the sites that failed, and per site the containers reloaded
+    (or started) for it, verified or not (the sidecar counts them as reloads)."""
+
+    failed: Mapping[str, TlsbridgeError] = field(default_factory=dict)
+    reloaded: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from tlsbridge.certinfo import parse_pem
 from tlsbridge.clock import Clock
 from tlsbridge.config import Config, Site
 from tlsbridge.errors import AriError, CertbotError, RateLimitedError, TlsbridgeError
-from tlsbridge.model import Action, AriWindow, Decision, ObservedCert, SiteState
+from tlsbridge.model import Action, AriWindow, Decision, DeliveryReport, ObservedCert, SiteState
 from tlsbridge.plan import SitePlan, plan_site
 
 logger = logging.getLogger(__name__)
@@ -45,16 +45,16 @@ class WindowSource(Protocol):
 
 
 class Deliverer(Protocol):
-    """Gets published certificates served (deliver.DockerDeliverer: reload + verification).
+    """Gets published certificates served (delivery.containers.DockerDeliverer: reload + verification).
 
     Called in batches, once per pass, so a container shared by several sites is acted on once.
-    Both return the sites that failed, by name; the others succeeded. Every site is delivered
-    when there is a deliverer: any site may have containers labelled tlsbridge.site=<name>,
-    which are found at delivery time.
+    Both report the sites that failed, by name; the others succeeded (`deliver` also says which
+    containers it reloaded). Every site is delivered when there is a deliverer: any site may have
+    containers labelled tlsbridge.site=<name>, which are found at delivery time.
     """
 
     def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]: ...
-    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> Mapping[str, TlsbridgeError]: ...
+    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport: ...
 
 
 @dataclass
@@ -259,7 +259,7 @@ class Reconciler:
         if delivering:
             assert self.deliverer is not None
             items = [(s, outcomes[s.name].cert) for s in delivering]
-            failed = self.deliverer.deliver([(s, c) for s, c in items if c is not None])
+            failed = self.deliverer.deliver([(s, c) for s, c in items if c is not None]).failed
             for site in delivering:
                 state, outcome = states[site.name], outcomes[site.name]
                 if site.name in failed:

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from tlsbridge.clock import Clock
 from tlsbridge.config import Config, Site
 from tlsbridge.errors import TlsbridgeError
-from tlsbridge.model import ObservedCert
+from tlsbridge.model import DeliveryReport, ObservedCert
 from tlsbridge.reconcile import Reconciler
 
 if TYPE_CHECKING:
     from tlsbridge.delivery.containers import DockerDeliverer
 
+OnDelivered = Callable[[DeliveryReport], None]
+
 
 class LazyDeliverer:
     """The Docker deliverer, built on first use: a pass with nothing to deliver never imports the
-    delivery, Docker and Swarm modules (about 10 ms of a one-shot renew)."""
+    delivery, Docker and Swarm modules (about 10 ms of a one-shot renew). `on_delivered` sees
+    every delivery's report (the sidecar counts reloads from it)."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, on_delivered: OnDelivered | None = None) -> None:
         self.cfg = cfg
         self._real: DockerDeliverer | None = None
+        self._on_delivered = on_delivered
 
     @property
     def real(self) -> DockerDeliverer:
@@ -34,9 +38,12 @@ class LazyDeliverer:
     def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
         return self.real.bootstrap(sites)
 
-    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> Mapping[str, TlsbridgeError]:
-        return self.real.deliver(items)
+    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport:
+        report = self.real.deliver(items)
+        if self._on_delivered is not None:
+            self._on_delivered(report)
+        return report
 
 
-def build_reconciler(cfg: Config, clock: Clock) -> Reconciler:
-    return Reconciler(cfg, clock, deliverer=LazyDeliverer(cfg))
+def build_reconciler(cfg: Config, clock: Clock, on_delivered: OnDelivered | None = None) -> Reconciler:
+    return Reconciler(cfg, clock, deliverer=LazyDeliverer(cfg, on_delivered))

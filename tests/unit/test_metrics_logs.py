@@ -101,3 +101,13 @@ def test_parse_listen(text: str, want: tuple[str, int]) -> None:
 def test_parse_listen_rejects(text: str) -> None:
     with pytest.raises(UsageError):
         parse_listen(text)
+
+
+def test_reloads_are_counted_per_container_from_the_delivery_report() -> None:
+    m = Metrics()
+    m.count_reloads({"shop": ("web1", "web2"), "blog": ("web1",), "idle": ()})
+    m.count_reloads({"shop": ("web1",)})
+    text = m.render().decode()
+    assert 'tlsbridge_reloads_total{site="shop"} 3.0' in text
+    assert 'tlsbridge_reloads_total{site="blog"} 1.0' in text
+    assert 'site="idle"' not in text

@@ -17,7 +17,7 @@ from tlsbridge.certinfo import parse_pem
 from tlsbridge.clock import FixedClock
 from tlsbridge.config import Site
 from tlsbridge.errors import ReloadError, TlsbridgeError
-from tlsbridge.model import Action, ObservedCert
+from tlsbridge.model import Action, DeliveryReport, ObservedCert
 from tlsbridge.reconcile import DELIVERED, Reconciler
 
 
@@ -43,9 +43,9 @@ class Deliverer:
         self.log.append("bootstrap " + ",".join(s.name for s in sites))
         return {}
 
-    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> Mapping[str, TlsbridgeError]:
+    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport:
         self.log.append("deliver " + ",".join(s.name for s, _ in items))
-        return {s.name: self.fail[s.name] for s, _ in items if s.name in self.fail}
+        return DeliveryReport(failed={s.name: self.fail[s.name] for s, _ in items if s.name in self.fail})
 
 
 def setup(tmp_path: Path, fail: Mapping[str, TlsbridgeError] | None = None) -> tuple[Reconciler, list[str]]:

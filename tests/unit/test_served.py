@@ -61,3 +61,33 @@ def test_failure_without_any_certificate_names_the_connection_error() -> None:
 
 def test_describe_survives_garbage() -> None:
     assert describe(b"not a certificate").startswith("an unparsable certificate")
+
+
+def test_without_stale_after_another_certificate_never_ends_the_wait() -> None:
+    t = tracker()
+    for i in range(10):
+        assert not t.observe(100.2 + i / 100, OLD_DER)
+    assert not t.stale
+
+
+def test_after_a_start_three_others_in_a_row_are_stale() -> None:
+    t = ServedTracker(want=fingerprint(NEW_DER), since=100.0, settle=0.0, stale_after=3)
+    t.observe(100.01, OLD_DER)
+    t.observe(100.02, OLD_DER)
+    assert not t.stale
+    t.observe(100.03, None, "ConnectionResetError")  # not an answer: the count starts again
+    t.observe(100.04, OLD_DER)
+    t.observe(100.05, NEW_DER)
+    t.observe(100.06, OLD_DER)
+    t.observe(100.07, OLD_DER)
+    assert not t.stale
+    assert not t.observe(100.08, OLD_DER)
+    assert t.stale
+    assert "instead of the published certificate" in t.failure()
+
+
+def test_others_before_the_settle_time_are_not_stale_yet() -> None:
+    t = ServedTracker(want=fingerprint(NEW_DER), since=100.0, settle=0.15, stale_after=3)
+    for at in (100.02, 100.04, 100.06, 100.08):
+        t.observe(at, OLD_DER)
+    assert not t.stale

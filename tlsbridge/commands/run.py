@@ -43,7 +43,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     host, port = parse_listen(args.listen)
     cfg = ctx.config()
 
-    from tlsbridge.sidecar.loop import Daemon
+    from tlsbridge.sidecar.loop import Sidecar
 
-    daemon = Daemon(cfg, lambda: config.load(ctx.config_path), clock_from_env(), host=host, port=port)
-    return daemon.run()
+    sidecar = Sidecar(cfg, lambda: config.load(ctx.config_path), clock_from_env(), host=host, port=port)
+    return sidecar.run()

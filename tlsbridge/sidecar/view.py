@@ -1,34 +1,51 @@
-"""What the sidecar shows: health, readiness, metrics and the status page (httpapi's App).
+"""What the sidecar shows: health, readiness, metrics and the status page (endpoint's App).
 
 Called from the HTTP threads; it only reads what the main thread replaces wholesale (dicts are
 swapped, never mutated in place), and the status page re-reads local files on each request so
-days left and states are current.
+days left and states are current. It reads the loop through the small `LoopState` protocol.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tlsbridge import __version__
 from tlsbridge.model import Action
 from tlsbridge.render.status_page import PageMeta, PageRow, render
+from tlsbridge.sidecar.metrics import CONTENT_TYPE, Metrics
 from tlsbridge.sidecar.timetable import Wakeup
 
 if TYPE_CHECKING:
+    from tlsbridge.config import Config
     from tlsbridge.reconcile import SiteOutcome
-    from tlsbridge.sidecar.loop import Daemon
     from tlsbridge.status import SiteStatus
 
 VERIFY_REASONS = {"Verify", "VerifyFailed"}
 _VERBS = {Action.ISSUE: "issued", Action.REISSUE: "re-issued", Action.RENEW: "renewed"}
 
 
+class LoopState(Protocol):
+    """What the view reads from the main loop (sidecar.loop.Sidecar), from the HTTP threads."""
+
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def wakeups(self) -> Mapping[str, Wakeup]: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def busy_since(self) -> float | None: ...  # monotonic start of the step underway
+    def now(self) -> datetime: ...
+    def scheduler_alive(self) -> bool: ...
+
+
 class SidecarView:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, loop: LoopState, metrics: Metrics) -> None:
+        self.loop = loop
+        self._metrics = metrics
         self.ready = False
         self.started = time.monotonic()
         self.last_pass: datetime | None = None
@@ -39,7 +56,7 @@ class SidecarView:
     # -- fed by the main thread ------------------------------------------------------------------
     def record(self, outcomes: Sequence[SiteOutcome], now: datetime) -> None:
         """Count what a pass did and remember each site's last outcome (for the page)."""
-        m = self.daemon.metrics
+        m = self._metrics
         texts = dict(self.outcomes)
         for o in outcomes:
             texts[o.site] = outcome_text(o)
@@ -52,7 +69,7 @@ class SidecarView:
         self.outcomes = texts
         self.last_pass = now
 
-    def update_metrics(self, rows: Sequence[SiteStatus], wakeups: dict[str, Wakeup]) -> None:
+    def update_metrics(self, rows: Sequence[SiteStatus], wakeups: Mapping[str, Wakeup]) -> None:
         sites = {}
         for r in rows:
             real = r.cert if r.cert is not None and not r.cert.placeholder else None
@@ -66,15 +83,16 @@ class SidecarView:
                 "next_wakeup": w.at if w else None,
                 "failures": st.failures,
             }
-        self.daemon.metrics.set_sites(sites)
+        self._metrics.set_sites(sites)
 
-    # -- httpapi.App -----------------------------------------------------------------------------
+    # -- endpoint.App ----------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, object]]:
-        d = self.daemon
-        alive = d.scheduler_alive() and not d.stopping
-        busy = d.busy_since
+        loop = self.loop
+        stopping = loop.stopping
+        alive = loop.scheduler_alive() and not stopping
+        busy = loop.busy_since
         body: dict[str, object] = {
-            "status": "ok" if alive else "stopping" if d.stopping else "scheduler stopped",
+            "status": "ok" if alive else "stopping" if stopping else "scheduler stopped",
             "ready": self.ready,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "busy_seconds": round(time.monotonic() - busy, 3) if busy is not None else None,
@@ -87,16 +105,14 @@ class SidecarView:
         return self.ready, {"ready": self.ready, "last_pass": self.last_pass}
 
     def metrics(self) -> tuple[bytes, str]:
-        from tlsbridge.sidecar.metrics import CONTENT_TYPE
-
-        return self.daemon.metrics.render(), CONTENT_TYPE
+        return self._metrics.render(), CONTENT_TYPE
 
     def status_page(self) -> str:
         from tlsbridge.status import collect
 
-        d = self.daemon
-        cfg, wakeups, outcomes = d.cfg, d.wakeups, self.outcomes
-        now = d.clock.now()
+        loop = self.loop
+        cfg, wakeups, outcomes = loop.cfg, loop.wakeups, self.outcomes
+        now = loop.now()
         rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in collect(cfg, now)]
         meta = PageMeta(version=__version__, ready=self.ready, last_pass=self.last_pass,
                         next_check=self.next_check, docker=self.docker_state)
