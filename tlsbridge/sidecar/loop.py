@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GRACE = 4.0  # seconds a running pass gets to finish after SIGTERM before it is abandoned
+SIGNAL_POLL = 0.5  # seconds: the longest an idle loop takes to run a signal caught by another thread
 
 BuildReconciler = Callable[[Config, Clock, "Callable[[DeliveryReport], None]"], "Reconciler"]
 
@@ -131,7 +132,15 @@ class Sidecar:
 
     def _next_batch(self) -> Batch | None:
         """Every request queued now, merged; None when it is time to stop."""
-        requests = [self.queue.get()]
+        while True:
+            try:
+                requests = [self.queue.get(timeout=SIGNAL_POLL)]
+                break
+            except queue.Empty:
+                # The kernel may hand a signal to any thread; Python then runs its handler only
+                # when this thread next runs Python code, which a get() without timeout would
+                # postpone until some other request came (measured: a lost SIGHUP).
+                continue
         while True:
             try:
                 requests.append(self.queue.get_nowait())
