@@ -82,7 +82,7 @@ class DockerDeliverer:
 
     @property
     def swarm(self) -> SwarmDelivery:
-        """Services labelled tlsbridge.site when the engine is a Swarm manager (deliver_swarm)."""
+        """Services labelled tlsbridge.site when the engine is a Swarm manager (delivery.swarm)."""
         if self._swarm is None:
             from tlsbridge.delivery.swarm import SwarmDelivery
 

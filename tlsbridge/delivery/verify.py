@@ -61,7 +61,7 @@ def describe(der: bytes) -> str:
 
 @dataclass
 class ServedTracker:
-    """Feed it probe results in time order; `observe` returns True once verified."""
+    """Feed it probe results in time order; `add_probe` returns True once verified."""
 
     want: str  # sha256 hex of the published leaf
     since: float  # monotonic time of the reload (or start)
@@ -78,7 +78,7 @@ class ServedTracker:
     stale_after: int | None = None
     other_run: int = 0
 
-    def observe(self, at: float, der: bytes | None, error: str | None = None) -> bool:
+    def add_probe(self, at: float, der: bytes | None, error: str | None = None) -> bool:
         self.probes += 1
         if der is not None and fingerprint(der) == self.want:
             self.matches += 1
@@ -191,7 +191,7 @@ class Verifier:
                 der = served_leaf(probe.host, probe.port, sni, timeout=min(2.0, max(0.2, deadline - at)))
             except OSError as exc:  # ssl.SSLError included
                 error = f"{type(exc).__name__}: {exc}"
-            if tracker.observe(at, der, error):
+            if tracker.add_probe(at, der, error):
                 logger.info("site=%s verified: %s serves the published certificate (%d probes, "
                             "%.0f ms after %s)", name, probe.label, tracker.probes,
                             (time.monotonic() - probe.since) * 1000, self.after)

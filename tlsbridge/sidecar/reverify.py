@@ -49,9 +49,12 @@ def verify_sites(cfg: Config, metrics: Metrics, names: Sequence[str],
             want = parse_pem(pem)
             now = time.monotonic()
             try:
-                own = adapter.own_networks() if site.verify is None else None
-                running = [(c, now) for c in resolve(site, adapter.containers()).targets if c.running]
-                probes = site_probes(site, want.fingerprint, running, own, now) if running else []
+                if site.verify is not None:  # HOST:PORT in front of the containers
+                    probes = site_probes(site, want.fingerprint, [], None, now)
+                else:
+                    running = [(c, now) for c in resolve(site, adapter.containers()).targets
+                               if c.running]
+                    probes = site_probes(site, want.fingerprint, running, adapter.own_networks(), now)
             except TlsbridgeError as exc:
                 logger.warning("site=%s cannot verify after a container start: %s", name, exc)
                 continue
