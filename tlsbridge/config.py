@@ -7,7 +7,6 @@ in error messages.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -16,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tlsbridge.durations import parse_duration
+from tlsbridge import names
 from tlsbridge.errors import ConfigError
 
 DIRECTORY_ALIASES = {
@@ -26,9 +25,6 @@ DIRECTORY_ALIASES = {
 KEY_TYPES = ("ecdsa", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096")
 METHODS = ("webroot", "standalone", "dns")
 CHALLENGE_KEYS = ("method", "webroot", "http_port", "dns_plugin", "dns_credentials", "dns_propagation")
-SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SOURCE_DEFAULT = "tlsbridge.yaml"
 
 
@@ -175,98 +171,8 @@ def parse(text: str, source: str = _SOURCE_DEFAULT, base: Path | None = None) ->
     return _Parser(source, base or Path.cwd()).config(raw)
 
 
-class _Parser:
-    def __init__(self, source: str, base: Path) -> None:
-        self.source = source
-        self.base = base
-
-    # -- primitives ---------------------------------------------------------------------------
-    def fail(self, path: str, problem: str) -> ConfigError:
-        return ConfigError(self.source, path, problem)
-
-    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(path or "(top level)", f"expected a mapping, got {_kind(value)}")
-        for key in value:
-            if not isinstance(key, str):
-                raise self.fail(path or "(top level)", f"keys must be strings, got {_kind(key)}")
-            if key not in allowed:
-                hint = ", ".join(allowed)
-                raise self.fail(_join(path, key), f"unknown key (expected one of: {hint})")
-        return value
-
-    def string(self, value: Any, path: str, *, optional: bool = False) -> str | None:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise self.fail(path, f"expected a string, got {_kind(value)}")
-        text = self.interpolate(str(value), path)
-        if not text and not optional:
-            raise self.fail(path, "must not be empty")
-        return text or None
-
-    def interpolate(self, text: str, path: str) -> str:
-        def sub(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
-            raise self.fail(path, f"environment variable {name} is not set")
-
-        return _ENV.sub(sub, text)
-
-    def path(self, value: Any, key: str, *, optional: bool = False) -> Path | None:
-        text = self.string(value, key, optional=optional)
-        if text is None:
-            return None
-        p = Path(text).expanduser()
-        return p if p.is_absolute() else (self.base / p)
-
-    def req_path(self, value: Any, key: str) -> Path:
-        p = self.path(value, key)
-        assert p is not None
-        return p
-
-    def duration(self, value: Any, path: str) -> timedelta:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise self.fail(path, f"expected a duration like 30d or 12h, got {_kind(value)}")
-        if isinstance(value, int):
-            return timedelta(seconds=value)
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            raise self.fail(path, str(exc)) from None
-
-    def boolean(self, value: Any, path: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(path, f"expected true or false, got {_kind(value)}")
-        return value
-
-    def integer(self, value: Any, path: str, low: int, high: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(path, f"expected an integer, got {_kind(value)}")
-        if not low <= value <= high:
-            raise self.fail(path, f"{value} is out of range {low}..{high}")
-        return value
-
-    def mode(self, value: Any, path: str) -> int:
-        text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
-        if not re.fullmatch(r"0?[0-7]{3}", text):
-            raise self.fail(path, "expected an octal file mode as a string, like '0640'")
-        mode = int(text, 8)
-        if mode & 0o002:
-            raise self.fail(path, f"{text} would make files world-writable")
-        return mode
-
-    def str_list(self, value: Any, path: str) -> list[str]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.fail(path, f"expected a list, got {_kind(value)}")
-        return [self.string(v, f"{path}[{i}]") or "" for i, v in enumerate(value)]
+class _Parser(names.Reader):
+    """The sections of the config, read with the primitives of names.Reader."""
 
     # -- sections -----------------------------------------------------------------------------
     def config(self, raw: Any) -> Config:
@@ -415,15 +321,13 @@ class _Parser:
         if raw is None:
             return {}
         if not isinstance(raw, dict):
-            raise self.fail("sites", f"expected a mapping of site name to site, got {_kind(raw)}")
+            raise self.fail("sites", f"expected a mapping of site name to site, got {names.kind(raw)}")
         sites: dict[str, Site] = {}
         owner: dict[str, str] = {}
         for name, body in raw.items():
             key = f"sites.{name}"
-            if not isinstance(name, str) or not SITE_NAME.match(name):
-                key = f"sites[{name!r}]"
-                raise self.fail(key, "a site name is lowercase letters, digits, '.', '_' or '-' "
-                                     "(at most 64, starting with a letter or digit; never a path)")
+            if not names.is_site_name(name):
+                raise self.fail(f"sites[{name!r}]", names.SITE_NAME_RULE)
             site = self.site(name, body, challenge, top_challenge)
             for i, domain in enumerate(site.domains):
                 if domain in owner:
@@ -441,11 +345,11 @@ class _Parser:
             challenge = self.challenge(m["challenge"], name, top_challenge)
         if "domains" not in m:
             raise self.fail(f"{key}.domains", "is required (a list of domain names)")
-        names = self.str_list(m["domains"], f"{key}.domains")
-        if not names:
+        given = self.str_list(m["domains"], f"{key}.domains")
+        if not given:
             raise self.fail(f"{key}.domains", "needs at least one domain")
         domains: list[str] = []
-        for i, d in enumerate(names):
+        for i, d in enumerate(given):
             dk = f"{key}.domains[{i}]"
             ascii_name = self.domain(d, dk, name, challenge.method)
             if ascii_name in domains:
@@ -454,7 +358,7 @@ class _Parser:
         reload = self.reload(m.get("reload"), f"{key}.reload")
         verify = None
         if m.get("verify") is not None:
-            verify = self.host_port(self.string(m["verify"], f"{key}.verify") or "", f"{key}.verify")
+            verify = self.check(f"{key}.verify", names.host_port, self.string(m["verify"], f"{key}.verify"))
         upstream = self.string(m.get("upstream"), f"{key}.upstream", optional=True)
         if upstream is not None and not re.fullmatch(r"https?://[A-Za-z0-9._\-\[\]:]+(/\S*)?", upstream):
             raise self.fail(f"{key}.upstream", "expected an http(s):// URL, e.g. http://app:8080")
@@ -463,42 +367,21 @@ class _Parser:
                     upstream=upstream, hsts=hsts, challenge=challenge, challenge_overrides=overrides)
 
     def domain(self, text: str, path: str, site: str, method: str) -> str:
-        name = text.strip().rstrip(".").lower()
-        wildcard = name.startswith("*.")
-        if wildcard:
-            if method != "dns":
-                raise self.fail(path, f"{text}: a wildcard needs challenge.method dns, and site {site} "
-                                      f"uses {method} (set sites.{site}.challenge.method: dns)")
-            name = name[2:]
-        if "*" in name:
-            raise self.fail(path, f"{text}: '*' is only allowed as the whole leftmost label")
+        if text.strip().startswith("*.") and method != "dns":
+            raise self.fail(path, f"{text}: a wildcard needs challenge.method dns, and site {site} "
+                                  f"uses {method} (set sites.{site}.challenge.method: dns)")
         try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            pass
-        else:
-            raise self.fail(path, f"{text}: IP addresses are not supported, use a DNS name")
-        if name.isascii() and "xn--" not in name:
-            ascii_name = name  # plain LDH names need no IDNA pass (the label check below suffices)
-        else:
-            import idna
-
-            try:
-                ascii_name = idna.encode(name, uts46=True).decode("ascii")
-            except (idna.IDNAError, UnicodeError) as exc:
-                raise self.fail(path, f"{text}: not a valid domain name ({exc})") from None
-        labels = ascii_name.split(".")
-        if len(labels) < 2:
-            raise self.fail(path, f"{text}: needs at least two labels (a CA will not issue for a bare name)")
-        if len(ascii_name) > 253 or not all(_LABEL.match(label) for label in labels):
-            raise self.fail(path, f"{text}: not a valid domain name")
-        return ("*." if wildcard else "") + ascii_name
+            return names.dns_name(text, wildcard=True, dotted=True)
+        except ValueError as exc:
+            problem = "IP addresses are not supported, use a DNS name" if names.is_ip(text.strip()) else exc
+            raise self.fail(path, f"{text}: {problem}") from None
 
     def reload(self, raw: Any, path: str) -> tuple[ReloadTarget, ...]:
         if raw is None:
             return ()
         if not isinstance(raw, list):
-            raise self.fail(path, f"expected a list of {{container: NAME}} or {{label: KEY=VALUE}}, got {_kind(raw)}")
+            raise self.fail(path, "expected a list of {container: NAME} or {label: KEY=VALUE}, "
+                                  f"got {names.kind(raw)}")
         out = []
         for i, entry in enumerate(raw):
             ek = f"{path}[{i}]"
@@ -517,16 +400,6 @@ class _Parser:
                 out.append(ReloadTarget(label=label))
         return tuple(out)
 
-    def host_port(self, text: str, path: str) -> tuple[str, int]:
-        match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\s\[\]]+):(\d+)", text)
-        if not match:
-            raise self.fail(path, f"{text!r} is not HOST:PORT")
-        host = match.group(1) or match.group(3)
-        port = int(match.group(2) or match.group(4))
-        if not 1 <= port <= 65535:
-            raise self.fail(path, f"port {port} is out of range 1..65535")
-        return host, port
-
     def daemon_tls(self, raw: Any, sites: Mapping[str, Site]) -> DaemonTlsConfig | None:
         if raw is None:
             return None
@@ -535,38 +408,25 @@ class _Parser:
                                     "server_cert_site"))
         if "out" not in m:
             raise self.fail(f"{key}.out", "is required (the folder for daemon.json and the TLS files)")
-        ips = self.str_list(m.get("ips"), f"{key}.ips")
-        for i, ip in enumerate(ips):
-            try:
-                ipaddress.ip_address(ip)
-            except ValueError:
-                raise self.fail(f"{key}.ips[{i}]", f"{ip!r} is not an IP address") from None
+        hostnames = [self.check(f"{key}.hostnames[{i}]", names.host_name, h)
+                     for i, h in enumerate(self.str_list(m.get("hostnames"), f"{key}.hostnames"))]
+        ips = [self.check(f"{key}.ips[{i}]", names.ip_address, ip)
+               for i, ip in enumerate(self.str_list(m.get("ips"), f"{key}.ips"))]
         listen = self.string(m.get("listen", "0.0.0.0:2376"), f"{key}.listen") or ""
-        self.host_port(listen, f"{key}.listen")
+        self.check(f"{key}.listen", names.host_port, listen)
         clients = self.str_list(m.get("clients"), f"{key}.clients")
         for i, c in enumerate(clients):
-            if not SITE_NAME.match(c):
-                raise self.fail(f"{key}.clients[{i}]", "a client name is lowercase letters, digits, '.', '_' or '-'")
+            if not names.is_client_name(c):
+                raise self.fail(f"{key}.clients[{i}]", f"{c!r}: {names.CLIENT_NAME_RULE}")
         site = self.string(m.get("server_cert_site"), f"{key}.server_cert_site", optional=True)
         if site is not None and site not in sites:
             raise self.fail(f"{key}.server_cert_site", f"no site named {site!r} in sites")
         return DaemonTlsConfig(
             out=self.req_path(m["out"], f"{key}.out"),
-            hostnames=tuple(self.str_list(m.get("hostnames"), f"{key}.hostnames")),
+            hostnames=tuple(hostnames),
             ips=tuple(ips),
             listen=listen,
             clients=tuple(clients),
             merge=self.path(m.get("merge"), f"{key}.merge", optional=True),
             server_cert_site=site,
         )
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
