@@ -208,25 +208,25 @@ class _Parser(names.Reader):
         directory = self.string(m.get("directory", "letsencrypt"), "acme.directory") or ""
         directory = DIRECTORY_ALIASES.get(directory, directory)
         if not re.match(r"^https?://[^/\s]+", directory):
-            raise self.fail("acme.directory", "expected letsencrypt, letsencrypt-staging or an http(s):// URL")
+            self.error("acme.directory", "expected letsencrypt, letsencrypt-staging or an http(s):// URL")
         email = self.string(m.get("email"), "acme.email", optional=True)
         if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-            raise self.fail("acme.email", "not an e-mail address")
+            self.error("acme.email", "not an e-mail address")
         ca_bundle = self.path(m.get("ca_bundle"), "acme.ca_bundle", optional=True)
         if ca_bundle is not None and not ca_bundle.is_file():
-            raise self.fail("acme.ca_bundle", f"{ca_bundle} is not a readable file")
+            self.error("acme.ca_bundle", f"{ca_bundle} is not a readable file")
         key_type = self.string(m.get("key_type", "ecdsa"), "acme.key_type") or ""
         if key_type not in KEY_TYPES:
-            raise self.fail("acme.key_type", f"{key_type!r} is not one of {', '.join(KEY_TYPES)}")
+            self.error("acme.key_type", f"{key_type!r} is not one of {', '.join(KEY_TYPES)}")
         profile = self.string(m.get("profile"), "acme.profile", optional=True)
         if profile is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", profile):
-            raise self.fail("acme.profile", "a profile name is letters, digits, '.', '_' or '-'")
+            self.error("acme.profile", "a profile name is letters, digits, '.', '_' or '-'")
         eab = None
         if m.get("eab") is not None:
             e = self.mapping(m["eab"], "acme.eab", ("kid", "hmac_key"))
             for key in ("kid", "hmac_key"):
                 if key not in e:
-                    raise self.fail(f"acme.eab.{key}", "is required when acme.eab is set")
+                    self.error(f"acme.eab.{key}", "is required when acme.eab is set")
             eab = Eab(kid=self.string(e["kid"], "acme.eab.kid") or "",
                       hmac_key=self.string(e["hmac_key"], "acme.eab.hmac_key") or "")
         return AcmeConfig(directory=directory, email=email, ca_bundle=ca_bundle, key_type=key_type,
@@ -237,7 +237,7 @@ class _Parser(names.Reader):
         d = CertbotConfig()
         timeout = self.duration(m["timeout"], "certbot.timeout") if "timeout" in m else d.timeout
         if timeout.total_seconds() < 10:
-            raise self.fail("certbot.timeout", "must be at least 10s")
+            self.error("certbot.timeout", "must be at least 10s")
         return CertbotConfig(
             config_dir=self.req_path(m.get("config_dir", str(d.config_dir)), "certbot.config_dir"),
             work_dir=self.req_path(m.get("work_dir", str(d.work_dir)), "certbot.work_dir"),
@@ -263,13 +263,13 @@ class _Parser(names.Reader):
         value, key = get("method", d.method)
         method = self.string(value, key) or ""
         if method not in METHODS:
-            raise self.fail(key, f"{method!r} is not one of {', '.join(METHODS)}")
+            self.error(key, f"{method!r} is not one of {', '.join(METHODS)}")
         value, key = get("dns_plugin")
         plugin = self.string(value, key, optional=True)
         if method == "dns" and plugin is None:
-            raise self.fail(key, "is required with method dns (a certbot DNS plugin, e.g. cloudflare)")
+            self.error(key, "is required with method dns (a certbot DNS plugin, e.g. cloudflare)")
         if plugin is not None and not re.fullmatch(r"[a-z0-9-]+", plugin):
-            raise self.fail(key, "a certbot DNS plugin name, e.g. cloudflare or rfc2136")
+            self.error(key, "a certbot DNS plugin name, e.g. cloudflare or rfc2136")
         value, key = get("dns_propagation")
         propagation = None if value is None else self.duration(value, key)
         return ChallengeConfig(
@@ -286,7 +286,7 @@ class _Parser(names.Reader):
         d = PublishConfig()
         key_mode = self.mode(m["key_mode"], "publish.key_mode") if "key_mode" in m else d.key_mode
         if key_mode & 0o004:
-            raise self.fail("publish.key_mode", "private keys must never be world-readable")
+            self.error("publish.key_mode", "private keys must never be world-readable")
         return PublishConfig(
             dir=self.req_path(m.get("dir", str(d.dir)), "publish.dir"),
             owner=self.string(m.get("owner"), "publish.owner", optional=True),
@@ -302,10 +302,10 @@ class _Parser(names.Reader):
         before = m.get("before_expiry", "auto")
         before_expiry = None if before == "auto" else self.duration(before, "renewal.before_expiry")
         if before_expiry is not None and before_expiry <= timedelta(0):
-            raise self.fail("renewal.before_expiry", "must be auto or a positive duration")
+            self.error("renewal.before_expiry", "must be auto or a positive duration")
         interval = self.duration(m.get("check_interval", "12h"), "renewal.check_interval")
         if interval < timedelta(minutes=1):
-            raise self.fail("renewal.check_interval", "must be at least 1m")
+            self.error("renewal.check_interval", "must be at least 1m")
         jitter = self.duration(m["jitter"], "renewal.jitter") if "jitter" in m else d.jitter
         return RenewalConfig(before_expiry=before_expiry, check_interval=interval, jitter=jitter)
 
@@ -313,7 +313,7 @@ class _Parser(names.Reader):
         m = self.mapping(raw, "docker", ("host", "timeout"))
         host = self.string(m.get("host"), "docker.host", optional=True)
         if host is not None and not re.match(r"^(unix|tcp|ssh|npipe)://", host):
-            raise self.fail("docker.host", "expected unix://PATH, tcp://HOST:PORT or ssh://HOST")
+            self.error("docker.host", "expected unix://PATH, tcp://HOST:PORT or ssh://HOST")
         timeout = self.duration(m["timeout"], "docker.timeout") if "timeout" in m else DockerConfig().timeout
         return DockerConfig(host=host, timeout=timeout)
 
@@ -321,17 +321,17 @@ class _Parser(names.Reader):
         if raw is None:
             return {}
         if not isinstance(raw, dict):
-            raise self.fail("sites", f"expected a mapping of site name to site, got {names.kind(raw)}")
+            self.error("sites", f"expected a mapping of site name to site, got {names.kind(raw)}")
         sites: dict[str, Site] = {}
         owner: dict[str, str] = {}
         for name, body in raw.items():
             key = f"sites.{name}"
             if not names.is_site_name(name):
-                raise self.fail(f"sites[{name!r}]", names.SITE_NAME_RULE)
+                self.error(f"sites[{name!r}]", names.SITE_NAME_RULE)
             site = self.site(name, body, challenge, top_challenge)
             for i, domain in enumerate(site.domains):
                 if domain in owner:
-                    raise self.fail(f"{key}.domains[{i}]", f"{domain} is already a domain of site {owner[domain]}")
+                    self.error(f"{key}.domains[{i}]", f"{domain} is already a domain of site {owner[domain]}")
                 owner[domain] = name
             sites[name] = site
         return sites
@@ -344,16 +344,16 @@ class _Parser(names.Reader):
             overrides = tuple(self.mapping(m["challenge"], f"{key}.challenge", CHALLENGE_KEYS))
             challenge = self.challenge(m["challenge"], name, top_challenge)
         if "domains" not in m:
-            raise self.fail(f"{key}.domains", "is required (a list of domain names)")
+            self.error(f"{key}.domains", "is required (a list of domain names)")
         given = self.str_list(m["domains"], f"{key}.domains")
         if not given:
-            raise self.fail(f"{key}.domains", "needs at least one domain")
+            self.error(f"{key}.domains", "needs at least one domain")
         domains: list[str] = []
         for i, d in enumerate(given):
             dk = f"{key}.domains[{i}]"
             ascii_name = self.domain(d, dk, name, challenge.method)
             if ascii_name in domains:
-                raise self.fail(dk, f"{ascii_name} is listed twice")
+                self.error(dk, f"{ascii_name} is listed twice")
             domains.append(ascii_name)
         reload = self.reload(m.get("reload"), f"{key}.reload")
         verify = None
@@ -361,42 +361,42 @@ class _Parser(names.Reader):
             verify = self.check(f"{key}.verify", names.host_port, self.string(m["verify"], f"{key}.verify"))
         upstream = self.string(m.get("upstream"), f"{key}.upstream", optional=True)
         if upstream is not None and not re.fullmatch(r"https?://[A-Za-z0-9._\-\[\]:]+(/\S*)?", upstream):
-            raise self.fail(f"{key}.upstream", "expected an http(s):// URL, e.g. http://app:8080")
+            self.error(f"{key}.upstream", "expected an http(s):// URL, e.g. http://app:8080")
         hsts = self.boolean(m.get("hsts", False), f"{key}.hsts")
         return Site(name=name, domains=tuple(domains), reload=reload, verify=verify,
                     upstream=upstream, hsts=hsts, challenge=challenge, challenge_overrides=overrides)
 
     def domain(self, text: str, path: str, site: str, method: str) -> str:
         if text.strip().startswith("*.") and method != "dns":
-            raise self.fail(path, f"{text}: a wildcard needs challenge.method dns, and site {site} "
+            self.error(path, f"{text}: a wildcard needs challenge.method dns, and site {site} "
                                   f"uses {method} (set sites.{site}.challenge.method: dns)")
         try:
             return names.dns_name(text, wildcard=True, dotted=True)
         except ValueError as exc:
             problem = "IP addresses are not supported, use a DNS name" if names.is_ip(text.strip()) else exc
-            raise self.fail(path, f"{text}: {problem}") from None
+            self.error(path, f"{text}: {problem}")
 
     def reload(self, raw: Any, path: str) -> tuple[ReloadTarget, ...]:
         if raw is None:
             return ()
         if not isinstance(raw, list):
-            raise self.fail(path, "expected a list of {container: NAME} or {label: KEY=VALUE}, "
+            self.error(path, "expected a list of {container: NAME} or {label: KEY=VALUE}, "
                                   f"got {names.kind(raw)}")
         out = []
         for i, entry in enumerate(raw):
             ek = f"{path}[{i}]"
             m = self.mapping(entry, ek, ("container", "label"))
             if len(m) != 1:
-                raise self.fail(ek, "give exactly one of container: NAME or label: KEY=VALUE")
+                self.error(ek, "give exactly one of container: NAME or label: KEY=VALUE")
             if "container" in m:
                 name = self.string(m["container"], f"{ek}.container") or ""
                 if not re.fullmatch(r"/?[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-                    raise self.fail(f"{ek}.container", f"{name!r} is not a container name")
+                    self.error(f"{ek}.container", f"{name!r} is not a container name")
                 out.append(ReloadTarget(container=name.lstrip("/")))
             else:
                 label = self.string(m["label"], f"{ek}.label") or ""
                 if not re.fullmatch(r"[^=\s]+=[^\s]*", label):
-                    raise self.fail(f"{ek}.label", f"{label!r} is not KEY=VALUE")
+                    self.error(f"{ek}.label", f"{label!r} is not KEY=VALUE")
                 out.append(ReloadTarget(label=label))
         return tuple(out)
 
@@ -407,7 +407,7 @@ class _Parser(names.Reader):
         m = self.mapping(raw, key, ("out", "hostnames", "ips", "listen", "clients", "merge",
                                     "server_cert_site"))
         if "out" not in m:
-            raise self.fail(f"{key}.out", "is required (the folder for daemon.json and the TLS files)")
+            self.error(f"{key}.out", "is required (the folder for daemon.json and the TLS files)")
         hostnames = [self.check(f"{key}.hostnames[{i}]", names.host_name, h)
                      for i, h in enumerate(self.str_list(m.get("hostnames"), f"{key}.hostnames"))]
         ips = [self.check(f"{key}.ips[{i}]", names.ip_address, ip)
@@ -417,10 +417,10 @@ class _Parser(names.Reader):
         clients = self.str_list(m.get("clients"), f"{key}.clients")
         for i, c in enumerate(clients):
             if not names.is_client_name(c):
-                raise self.fail(f"{key}.clients[{i}]", f"{c!r}: {names.CLIENT_NAME_RULE}")
+                self.error(f"{key}.clients[{i}]", f"{c!r}: {names.CLIENT_NAME_RULE}")
         site = self.string(m.get("server_cert_site"), f"{key}.server_cert_site", optional=True)
         if site is not None and site not in sites:
-            raise self.fail(f"{key}.server_cert_site", f"no site named {site!r} in sites")
+            self.error(f"{key}.server_cert_site", f"no site named {site!r} in sites")
         return DaemonTlsConfig(
             out=self.req_path(m["out"], f"{key}.out"),
             hostnames=tuple(hostnames),

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from tlsbridge.durations import parse_duration
 from tlsbridge.errors import ConfigError
@@ -166,30 +166,31 @@ class Reader:
         self.source = source
         self.base = base
 
-    def fail(self, path: str, problem: str) -> ConfigError:
-        return ConfigError(self.source, path, problem)
+    def error(self, path: str, problem: str) -> NoReturn:
+        """Raise the ConfigError for `path` (one line: file, key path, problem)."""
+        raise ConfigError(self.source, path, problem) from None
 
     def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise self.fail(path or "(top level)", f"expected a mapping, got {kind(value)}")
+            self.error(path or "(top level)", f"expected a mapping, got {kind(value)}")
         for key in value:
             if not isinstance(key, str):
-                raise self.fail(path or "(top level)", f"keys must be strings, got {kind(key)}")
+                self.error(path or "(top level)", f"keys must be strings, got {kind(key)}")
             if key not in allowed:
                 hint = ", ".join(allowed)
-                raise self.fail(_join(path, key), f"unknown key (expected one of: {hint})")
+                self.error(_join(path, key), f"unknown key (expected one of: {hint})")
         return value
 
     def string(self, value: Any, path: str, *, optional: bool = False) -> str | None:
         if value is None and optional:
             return None
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise self.fail(path, f"expected a string, got {kind(value)}")
+            self.error(path, f"expected a string, got {kind(value)}")
         text = self.interpolate(str(value), path)
         if not text and not optional:
-            raise self.fail(path, "must not be empty")
+            self.error(path, "must not be empty")
         return text or None
 
     def interpolate(self, text: str, path: str) -> str:
@@ -199,7 +200,7 @@ class Reader:
                 return os.environ[name]
             if default is not None:
                 return default
-            raise self.fail(path, f"environment variable {name} is not set")
+            self.error(path, f"environment variable {name} is not set")
 
         return _ENV.sub(sub, text)
 
@@ -220,7 +221,7 @@ class Reader:
         try:
             return validate(*args)
         except ValueError as exc:
-            raise self.fail(path, str(exc)) from None
+            self.error(path, str(exc))
 
     def duration(self, value: Any, path: str) -> timedelta:
         return self.check(path, duration, value)
@@ -238,7 +239,7 @@ class Reader:
         if value is None:
             return []
         if not isinstance(value, list):
-            raise self.fail(path, f"expected a list, got {kind(value)}")
+            self.error(path, f"expected a list, got {kind(value)}")
         return [self.string(v, f"{path}[{i}]") or "" for i, v in enumerate(value)]
 
 
