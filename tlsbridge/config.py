@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from tlsbridge import names
-from tlsbridge.errors import ConfigError
 
 DIRECTORY_ALIASES = {
     "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
@@ -146,29 +145,16 @@ def default_config_path() -> Path:
 
 def load(path: Path) -> Config:
     """Read and validate a config file. Raises ConfigError (one line: file, key path, problem)."""
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, "", "file not found (give --config PATH or set $TLSBRIDGE_CONFIG)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, "", f"cannot read: {exc.__class__.__name__}: {exc}") from None
-    return parse(text, source=source, base=path.resolve().parent)
+    from tlsbridge.adapters import yamlfile
+
+    return parse(yamlfile.read_text(path), source=str(path), base=path.resolve().parent)
 
 
 def parse(text: str, source: str = _SOURCE_DEFAULT, base: Path | None = None) -> Config:
     """Parse YAML text into a Config; relative paths are taken from `base` (the file's folder)."""
-    import yaml
+    from tlsbridge.adapters import yamlfile
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        raw = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(source, where, f"broken YAML: {problem}") from None
-    return _Parser(source, base or Path.cwd()).config(raw)
+    return _Parser(source, base or Path.cwd()).config(yamlfile.parse(text, source))
 
 
 class _Parser(names.Reader):
@@ -287,10 +273,13 @@ class _Parser(names.Reader):
         key_mode = self.mode(m["key_mode"], "publish.key_mode") if "key_mode" in m else d.key_mode
         if key_mode & 0o004:
             self.error("publish.key_mode", "private keys must never be world-readable")
+        folder = self.req_path(m.get("dir", str(d.dir)), "publish.dir")
+        if folder.exists() and not folder.is_dir():
+            self.error("publish.dir", f"{folder} exists and is not a folder")
         return PublishConfig(
-            dir=self.req_path(m.get("dir", str(d.dir)), "publish.dir"),
-            owner=self.string(m.get("owner"), "publish.owner", optional=True),
-            group=self.string(m.get("group"), "publish.group", optional=True),
+            dir=folder,
+            owner=self.check("publish.owner", names.user, self.string(m.get("owner"), "publish.owner", optional=True)),
+            group=self.check("publish.group", names.group, self.string(m.get("group"), "publish.group", optional=True)),
             key_mode=key_mode,
             cert_mode=self.mode(m["cert_mode"], "publish.cert_mode") if "cert_mode" in m else d.cert_mode,
             keep=self.integer(m.get("keep", d.keep), "publish.keep", 1, 100),
@@ -315,6 +304,8 @@ class _Parser(names.Reader):
         if host is not None and not re.match(r"^(unix|tcp|ssh|npipe)://", host):
             self.error("docker.host", "expected unix://PATH, tcp://HOST:PORT or ssh://HOST")
         timeout = self.duration(m["timeout"], "docker.timeout") if "timeout" in m else DockerConfig().timeout
+        if timeout < timedelta(seconds=1):
+            self.error("docker.timeout", "must be at least 1s (each Docker API call gets this long)")
         return DockerConfig(host=host, timeout=timeout)
 
     def sites(self, raw: Any, challenge: ChallengeConfig, top_challenge: Mapping[str, Any]) -> dict[str, Site]:
@@ -348,6 +339,9 @@ class _Parser(names.Reader):
         given = self.str_list(m["domains"], f"{key}.domains")
         if not given:
             self.error(f"{key}.domains", "needs at least one domain")
+        if len(given) > names.MAX_NAMES:
+            self.error(f"{key}.domains", f"{len(given)} names: a certificate holds at most {names.MAX_NAMES} "
+                                         "(split the site)")
         domains: list[str] = []
         for i, d in enumerate(given):
             dk = f"{key}.domains[{i}]"
@@ -368,13 +362,13 @@ class _Parser(names.Reader):
 
     def domain(self, text: str, path: str, site: str, method: str) -> str:
         if text.strip().startswith("*.") and method != "dns":
-            self.error(path, f"{text}: a wildcard needs challenge.method dns, and site {site} "
+            self.error(path, f"{text!r}: a wildcard needs challenge.method dns, and site {site} "
                                   f"uses {method} (set sites.{site}.challenge.method: dns)")
         try:
             return names.dns_name(text, wildcard=True, dotted=True)
         except ValueError as exc:
             problem = "IP addresses are not supported, use a DNS name" if names.is_ip(text.strip()) else exc
-            self.error(path, f"{text}: {problem}")
+            self.error(path, f"{text!r}: {problem}")
 
     def reload(self, raw: Any, path: str) -> tuple[ReloadTarget, ...]:
         if raw is None:

@@ -1,6 +1,6 @@
 """The validators, in one place: site and client names, DNS names, HOST:PORT, config values.
 
-Each validator is pure: it returns the normalised value or raises ValueError whose message is
+Each validator is pure (`user` and `group` ask this host's user database): it returns the normalised value or raises ValueError whose message is
 the problem alone; the caller adds where the value came from (a config key path or a flag).
 Patterns are applied with `fullmatch`, so a trailing newline or any control character fails.
 `Reader` applies them to one config file's values and turns each problem into a ConfigError.
@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from tlsbridge.durations import parse_duration
+from tlsbridge.durations import parse_duration, seconds_to_timedelta
 from tlsbridge.errors import ConfigError
 
 _T = TypeVar("_T")
@@ -102,6 +102,30 @@ def host_name(text: str) -> str:
         raise ValueError(f"{text!r} is not a valid DNS name: {exc}") from None
 
 
+def user(name: str | None) -> str | None:
+    """A user of this host, by name or number (None: none given)."""
+    import pwd
+
+    if name is not None and not name.isdigit():
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            raise ValueError(f"no user named {name!r} on this host (give a user name or a number)") from None
+    return name
+
+
+def group(name: str | None) -> str | None:
+    """A group of this host, by name or number (None: none given)."""
+    import grp
+
+    if name is not None and not name.isdigit():
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            raise ValueError(f"no group named {name!r} on this host (give a group name or a number)") from None
+    return name
+
+
 def host_port(text: str) -> tuple[str, int]:
     """HOST:PORT, an IPv6 host in brackets ([::1]:443), port 1..65535. Raises ValueError."""
     match = _HOST_PORT.fullmatch(text)
@@ -128,7 +152,7 @@ def duration(value: Any) -> timedelta:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError(f"expected a duration like 30d or 12h, got {kind(value)}")
     if isinstance(value, int):
-        return timedelta(seconds=value)
+        return seconds_to_timedelta(value)
     return parse_duration(value)
 
 
@@ -147,8 +171,11 @@ def integer(value: Any, low: int, high: int) -> int:
 
 
 def file_mode(value: Any) -> int:
-    """An octal file mode like '0640'; never world-writable."""
-    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    """An octal file mode as a string, like '0640'; never world-writable."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f"modes must be quoted strings, like '0640': unquoted, YAML reads this one "
+                         f"as the number {value}" + (f" (octal {value:o})" if value < 0o1000 else ""))
+    text = value if isinstance(value, str) else ""
     if not re.fullmatch(r"0?[0-7]{3}", text):
         raise ValueError("expected an octal file mode as a string, like '0640'")
     mode = int(text, 8)
@@ -183,10 +210,11 @@ class Reader:
                 self.error(_join(path, key), f"unknown key (expected one of: {hint})")
         return value
 
-    def string(self, value: Any, path: str, *, optional: bool = False) -> str | None:
+    def string(self, value: Any, path: str, *, optional: bool = False, text_only: bool = False) -> str | None:
+        """A string; a number is taken as its text unless `text_only` (a name `1.5` is a typo)."""
         if value is None and optional:
             return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
+        if isinstance(value, bool) or not isinstance(value, str if text_only else str | int | float):
             self.error(path, f"expected a string, got {kind(value)}")
         text = self.interpolate(str(value), path)
         if not text and not optional:
@@ -235,12 +263,12 @@ class Reader:
     def mode(self, value: Any, path: str) -> int:
         return self.check(path, file_mode, value)
 
-    def str_list(self, value: Any, path: str) -> list[str]:
+    def str_list(self, value: Any, path: str, *, text_only: bool = True) -> list[str]:
         if value is None:
             return []
         if not isinstance(value, list):
             self.error(path, f"expected a list, got {kind(value)}")
-        return [self.string(v, f"{path}[{i}]") or "" for i, v in enumerate(value)]
+        return [self.string(v, f"{path}[{i}]", text_only=text_only) or "" for i, v in enumerate(value)]
 
 
 def _join(path: str, key: str) -> str:
