@@ -1,9 +1,10 @@
 """The validators, in one place: site and client names, DNS names, HOST:PORT, config values.
 
-Each validator is pure (`user` and `group` ask this host's user database): it returns the normalised value or raises ValueError whose message is
-the problem alone; the caller adds where the value came from (a config key path or a flag).
-Patterns are applied with `fullmatch`, so a trailing newline or any control character fails.
-`Reader` applies them to one config file's values and turns each problem into a ConfigError.
+Each validator returns the normalised value or raises ValueError whose message is the problem
+alone; the caller adds where the value came from (a config key path or a flag). They are pure,
+except `user` and `group`, which ask this host's user database. Patterns are applied with
+`fullmatch`, so a trailing newline or any control character fails. `Reader` applies them to
+one config file's values and turns each problem into a ConfigError.
 """
 
 from __future__ import annotations
