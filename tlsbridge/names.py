@@ -218,6 +218,8 @@ class Reader:
         if isinstance(value, bool) or not isinstance(value, str if text_only else str | int | float):
             self.error(path, f"expected a string, got {kind(value)}")
         text = self.interpolate(str(value), path)
+        if _CONTROL.search(text):  # a newline in a name ends up in file names, nginx paths, argv
+            self.error(path, "contains a control character (a newline, a tab...)")
         if not text and not optional:
             self.error(path, "must not be empty")
         return text or None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tlsbridge import names
+from tlsbridge import cli, names
+from tlsbridge.errors import UsageError
+from tlsbridge.sidecar.endpoint import parse_listen
 
 
 @pytest.mark.parametrize("name", ["a", "shop", "a.b_c-d", "0" * 64])
@@ -60,3 +64,26 @@ def test_host_names_send_ips_to_the_ip_list() -> None:
     assert names.ip_address("::0001") == "::1"
     with pytest.raises(ValueError, match="not an IP address"):
         names.ip_address("nope")
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--client", "lap\n"], "--client: 'lap\\n': a client name"),
+    (["--client", "lap\x00"], "a client name"),
+    (["--hostname", "h.example\n"], "control character"),
+    (["--listen", "0.0.0.0:0"], "port 0 is out of range"),
+])
+def test_daemon_tls_flags_with_control_characters_exit_2_and_write_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        argv: list[str], words: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TLSBRIDGE_CONFIG", raising=False)
+    code = cli.main(["daemon-tls", "--out", "o", "--ip", "10.0.0.1", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err, err
+    assert err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_listen_refuses_port_0() -> None:
+    with pytest.raises(UsageError, match="port 0 is out of range"):
+        parse_listen("127.0.0.1:0")
