@@ -4,7 +4,6 @@ after a crash (even of the machine) the file holds one of the two."""
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 
@@ -16,7 +15,7 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
     folder fsynced so the rename itself is durable. The folder must exist. Raises OSError;
     then `path` is untouched and no temporary file is left.
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")  # not `secrets`: 4 ms to import
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(tmp, flags, mode)
     renamed = False
