@@ -16,7 +16,7 @@ from pathlib import Path
 from tlsbridge.config import Config
 from tlsbridge.daemon_tls import pki
 from tlsbridge.errors import ConfigError, TlsbridgeError, UsageError
-from tlsbridge.render.daemon_json import DEFAULT_SOCKET, DROPIN_NAME
+from tlsbridge.render.daemon_json import DEFAULT_SOCKET, DROPIN_NAME, unsafe_exec_path
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _CLIENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -114,8 +114,9 @@ def resolve_settings(cfg: Config | None, args: Flags | None = None) -> DaemonTls
     # Where this runs without dockerd (the `run` sidecar's container), keep the drop-in's path.
     dockerd: str = (args.dockerd or shutil.which("dockerd") or _dropin_dockerd(out)
                     or "/usr/bin/dockerd")
-    if not dockerd.startswith("/"):
-        raise UsageError(f"daemon-tls --dockerd {dockerd!r}: must be an absolute path")
+    problem = unsafe_exec_path(dockerd)
+    if problem:
+        raise UsageError(f"daemon-tls --dockerd {dockerd!r}: {problem}")
 
     site_chain = site_key = trust_bundle = None
     names = pki.Names.of(dns, ips)
