@@ -49,6 +49,15 @@ else
   echo "pip: no pyproject.toml yet, skipped"
 fi
 
+# 2b. the TLS scanner (sslyze) of tests/security in its own venv: it pins an older cryptography
+if [ -x .venv-scan/bin/sslyze ]; then
+  echo "scan: .venv-scan present"
+else
+  python3 -m venv .venv-scan
+  .venv-scan/bin/pip install -q "$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["scan"][0])')"
+  echo "scan: installed sslyze into .venv-scan"
+fi
+
 # 3. Debian 13 tools ----------------------------------------------------------------------
 trixie=tools/trixie
 if [ -x $trixie/usr/bin/pebble ] && [ -x $trixie/usr/bin/pebble-challtestsrv ] \
