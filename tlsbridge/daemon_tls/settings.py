@@ -43,6 +43,7 @@ class DaemonTlsSettings:
     trust_bundle: Path | None = None
     unix_socket: str = DEFAULT_SOCKET
     dockerd: str = "/usr/bin/dockerd"
+    ca_dir: Path | None = None  # where the CA's key lives when not in `out` (absolute)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Flags:
     server_cert_site: str | None = None
     unix_socket: str | None = None
     dockerd: str | None = None
+    ca_dir: Path | None = None
 
 
 def resolve_settings(cfg: Config | None, args: Flags | None = None) -> DaemonTlsSettings:
@@ -145,7 +147,8 @@ def resolve_settings(cfg: Config | None, args: Flags | None = None) -> DaemonTls
         listen_port=listen_port, clients=tuple(clients),
         merge=merge.absolute() if merge is not None else None, server_cert_site=site,
         site_fullchain=site_chain, site_privkey=site_key, trust_bundle=trust_bundle,
-        unix_socket=socket, dockerd=dockerd)
+        unix_socket=socket, dockerd=dockerd,
+        ca_dir=args.ca_dir.absolute() if args.ca_dir is not None else None)
 
 
 def _hostname(name: str, where: str, fail: _Fail) -> str:
