@@ -68,6 +68,21 @@ else
   echo "tools: fetched pebble, docker-compose into $trixie"
 fi
 
+# 3b. promtool (checks deploy/prometheus/ in the tests): Debian 12's prometheus package,
+#     downloaded and unpacked into tools/prometheus; nothing is installed or started
+if [ -x tools/prometheus/usr/bin/promtool ]; then
+  echo "tools: promtool present"
+else
+  ptmp=$(mktemp -d)
+  popts=(-o APT::Sandbox::User=root -qq)
+  (cd "$ptmp" && { apt-get "${popts[@]}" download prometheus >/dev/null 2>&1 \
+     || { apt-get update -qq && apt-get "${popts[@]}" download prometheus >/dev/null; }; })
+  mkdir -p tools/prometheus
+  dpkg -x "$ptmp"/prometheus_*.deb tools/prometheus
+  rm -rf "$ptmp"
+  echo "tools: unpacked promtool into tools/prometheus"
+fi
+
 # 4. docker engine ------------------------------------------------------------------------
 if docker info >/dev/null 2>&1; then
   echo "docker: engine running"
