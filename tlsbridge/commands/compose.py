@@ -305,6 +305,7 @@ def _run_swarm(args: argparse.Namespace, cfg: Config, out_file: Path | None, bas
         certbot_config_dir=inside.certbot_config_dir,
         state_dir=inside.state_dir,
         http_port=http_port,
+        scratch=inside.scratch,
         image=args.image,
         sidecar_image=args.sidecar_image or stack.DEFAULT_SIDECAR_IMAGE,
         publish_mode=args.publish_mode,
