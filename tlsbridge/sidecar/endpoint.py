@@ -100,6 +100,9 @@ class _Server(ThreadingHTTPServer):
             try:
                 request.settimeout(0.5)
                 request.sendall(_BUSY)
+                request.shutdown(socket.SHUT_WR)
+                request.setblocking(False)
+                request.recv(65536)  # what the client sent: closing over unread data resets
             except OSError:
                 pass
             self.shutdown_request(request)
