@@ -166,6 +166,6 @@ def test_a_bad_token_file_is_a_usage_error(content: str | None, tmp_path: Path,
     token = tmp_path / "token"
     if content is not None:
         token.write_text(content)
-    code = cli.main(["-c", str(cfg), "run", "--listen", "127.0.0.1:0", "--token-file", str(token)])
+    code = cli.main(["-c", str(cfg), "run", "--listen", "127.0.0.1:8400", "--token-file", str(token)])
     err = capsys.readouterr().err
     assert code == 2 and "--token-file" in err and len(err.strip().splitlines()) == 1
