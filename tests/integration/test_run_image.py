@@ -76,7 +76,8 @@ def test_the_sidecar_image_becomes_healthy_issues_and_stops(
         # hardened as the generated compose service: nothing writable but the mounted folder
         # and the tmpfs the compose file gives it, no capabilities, no privilege gain
         read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
-        tmpfs=dict(t.split(":", 1) for t in sidecar_tmpfs(())),
+        # certbot's work_dir and logs_dir on tmpfs owned by the image's user, as in compose
+        tmpfs=dict(t.split(":", 1) for t in sidecar_tmpfs((str(root / "work"), str(root / "logs")))),
         # the image's own test, checked every 0.5 s instead of every 30 s
         healthcheck={"interval": 500_000_000, "timeout": 4_000_000_000, "retries": 3})
     try:
