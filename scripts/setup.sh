@@ -49,6 +49,15 @@ else
   echo "pip: no pyproject.toml yet, skipped"
 fi
 
+# 2b. the TLS scanner (sslyze) of tests/security in its own venv: it pins an older cryptography
+if [ -x .venv-scan/bin/sslyze ]; then
+  echo "scan: .venv-scan present"
+else
+  python3 -m venv .venv-scan
+  .venv-scan/bin/pip install -q "$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["scan"][0])')"
+  echo "scan: installed sslyze into .venv-scan"
+fi
+
 # 3. Debian 13 tools ----------------------------------------------------------------------
 trixie=tools/trixie
 if [ -x $trixie/usr/bin/pebble ] && [ -x $trixie/usr/bin/pebble-challtestsrv ] \
@@ -57,6 +66,21 @@ if [ -x $trixie/usr/bin/pebble ] && [ -x $trixie/usr/bin/pebble-challtestsrv ] \
 else
   scripts/fetch-trixie.sh "$trixie" pebble docker-compose >/dev/null
   echo "tools: fetched pebble, docker-compose into $trixie"
+fi
+
+# 3b. promtool (checks deploy/prometheus/ in the tests): Debian 12's prometheus package,
+#     downloaded and unpacked into tools/prometheus; nothing is installed or started
+if [ -x tools/prometheus/usr/bin/promtool ]; then
+  echo "tools: promtool present"
+else
+  ptmp=$(mktemp -d)
+  popts=(-o APT::Sandbox::User=root -qq)
+  (cd "$ptmp" && { apt-get "${popts[@]}" download prometheus >/dev/null 2>&1 \
+     || { apt-get update -qq && apt-get "${popts[@]}" download prometheus >/dev/null; }; })
+  mkdir -p tools/prometheus
+  dpkg -x "$ptmp"/prometheus_*.deb tools/prometheus
+  rm -rf "$ptmp"
+  echo "tools: unpacked promtool into tools/prometheus"
 fi
 
 # 4. docker engine ------------------------------------------------------------------------

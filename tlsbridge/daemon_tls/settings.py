@@ -17,7 +17,7 @@ from tlsbridge import names
 from tlsbridge.config import Config
 from tlsbridge.daemon_tls import pki
 from tlsbridge.errors import ConfigError, TlsbridgeError, UsageError
-from tlsbridge.render.daemon_json import DEFAULT_SOCKET, DROPIN_NAME
+from tlsbridge.render.daemon_json import DEFAULT_SOCKET, DROPIN_NAME, unsafe_exec_path
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class DaemonTlsSettings:
     trust_bundle: Path | None = None
     unix_socket: str = DEFAULT_SOCKET
     dockerd: str = "/usr/bin/dockerd"
+    ca_dir: Path | None = None  # where the CA's key lives when not in `out` (absolute)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Flags:
     server_cert_site: str | None = None
     unix_socket: str | None = None
     dockerd: str | None = None
+    ca_dir: Path | None = None
 
 
 def resolve_settings(cfg: Config | None, args: Flags | None = None) -> DaemonTlsSettings:
@@ -109,8 +111,9 @@ def resolve_settings(cfg: Config | None, args: Flags | None = None) -> DaemonTls
     # Where this runs without dockerd (the `run` sidecar's container), keep the drop-in's path.
     dockerd: str = (args.dockerd or shutil.which("dockerd") or _dropin_dockerd(out)
                     or "/usr/bin/dockerd")
-    if not dockerd.startswith("/"):
-        raise UsageError(f"daemon-tls --dockerd {dockerd!r}: must be an absolute path")
+    problem = unsafe_exec_path(dockerd)
+    if problem:
+        raise UsageError(f"daemon-tls --dockerd {dockerd!r}: {problem}")
 
     site_chain = site_key = trust_bundle = None
     san = pki.Names.of(dns, ips)
@@ -139,7 +142,8 @@ def resolve_settings(cfg: Config | None, args: Flags | None = None) -> DaemonTls
         listen_port=listen_port, clients=tuple(clients),
         merge=merge.absolute() if merge is not None else None, server_cert_site=site,
         site_fullchain=site_chain, site_privkey=site_key, trust_bundle=trust_bundle,
-        unix_socket=socket, dockerd=dockerd)
+        unix_socket=socket, dockerd=dockerd,
+        ca_dir=args.ca_dir.absolute() if args.ca_dir is not None else None)
 
 
 def _trust_bundle() -> Path | None:
