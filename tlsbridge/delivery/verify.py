@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 
 from tlsbridge.config import Site
 from tlsbridge.errors import ReloadError, TlsbridgeError, VerifyError
+from tlsbridge.names import HTTPS_PORT
 from tlsbridge.targets import ContainerInfo, probe_address, sni_for
 
 logger = logging.getLogger(__name__)
-
-HTTPS_PORT = 443  # where nginx serves TLS inside a container
 VERIFY_TIMEOUT = 10.0  # seconds from the reload until a target must serve the new certificate
 VERIFY_CONSECUTIVE = 3  # fresh connections in a row that must show it
 VERIFY_SETTLE = 0.15  # seconds after the reload before a match counts (nginx retires old workers at 0.1)

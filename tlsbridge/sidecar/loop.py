@@ -69,7 +69,8 @@ class Sidecar:
 
     def __init__(self, cfg: Config, load_config: Callable[[], Config], clock: Clock, *,
                  host: str, port: int, rng: random.Random | None = None,
-                 watch_docker: bool = True, build: BuildReconciler = _build_reconciler) -> None:
+                 watch_docker: bool = True, token: str | None = None,
+                 build: BuildReconciler = _build_reconciler) -> None:
         self.cfg = cfg
         self._load_config = load_config
         self._build = build
@@ -85,6 +86,7 @@ class Sidecar:
         self.wakeups: dict[str, Wakeup] = {}
         self.view = SidecarView(self, self.metrics)
         self._listen = (host, port)
+        self._token = token
         self.http: HttpApi | None = None
         self.scheduler = self._make_scheduler()
         self.watcher: DockerWatcher | None = None
@@ -98,7 +100,7 @@ class Sidecar:
         """Serve until SIGTERM/SIGINT. Returns the exit code (0)."""
         from tlsbridge.sidecar.endpoint import HttpApi
 
-        self.http = HttpApi(self.view, *self._listen)
+        self.http = HttpApi(self.view, *self._listen, token=self._token)
         self._install_signals()
         MEMO.load(self._memo_file())
         self.http.start()
