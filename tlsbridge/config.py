@@ -25,6 +25,7 @@ DIRECTORY_ALIASES = {
 }
 KEY_TYPES = ("ecdsa", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096")
 METHODS = ("webroot", "standalone", "dns")
+CHALLENGE_KEYS = ("method", "webroot", "http_port", "dns_plugin", "dns_credentials", "dns_propagation")
 SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -112,6 +113,10 @@ class Site:
     verify: tuple[str, int] | None = None
     upstream: str | None = None
     hsts: bool = False
+    # The site's EFFECTIVE challenge: the top-level block with the site's own keys over it.
+    challenge: ChallengeConfig = ChallengeConfig()
+    # Which challenge keys the site itself set (to name sites.<name>.challenge.<key> in errors).
+    challenge_overrides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -272,7 +277,8 @@ class _Parser:
              "daemon_tls"),
         )
         challenge = self.challenge(top.get("challenge"))
-        sites = self.sites(top.get("sites"), challenge)
+        top_challenge = self.mapping(top.get("challenge"), "challenge", CHALLENGE_KEYS)
+        sites = self.sites(top.get("sites"), challenge, top_challenge)
         daemon_tls = self.daemon_tls(top.get("daemon_tls"), sites)
         return Config(
             source=self.source,
@@ -333,28 +339,39 @@ class _Parser:
             timeout=timeout,
         )
 
-    def challenge(self, raw: Any) -> ChallengeConfig:
-        m = self.mapping(raw, "challenge", ("method", "webroot", "http_port", "dns_plugin",
-                                            "dns_credentials", "dns_propagation"))
+    def challenge(self, raw: Any, site: str | None = None,
+                  top: Mapping[str, Any] | None = None) -> ChallengeConfig:
+        """The top-level block (site None), or a site's block over the top-level one, key by key.
+
+        Each error names where the value came from: challenge.KEY or sites.NAME.challenge.KEY.
+        """
+        where = f"sites.{site}.challenge" if site is not None else "challenge"
+        own = self.mapping(raw, where, CHALLENGE_KEYS)
+        values: dict[str, tuple[Any, str]] = {k: (v, f"challenge.{k}") for k, v in (top or {}).items()}
+        values.update((k, (v, f"{where}.{k}")) for k, v in own.items())
         d = ChallengeConfig()
-        method = self.string(m.get("method", d.method), "challenge.method") or ""
+
+        def get(key: str, default: Any = None) -> tuple[Any, str]:
+            return values.get(key, (default, f"{where}.{key}"))
+
+        value, key = get("method", d.method)
+        method = self.string(value, key) or ""
         if method not in METHODS:
-            raise self.fail("challenge.method", f"{method!r} is not one of {', '.join(METHODS)}")
-        plugin = self.string(m.get("dns_plugin"), "challenge.dns_plugin", optional=True)
+            raise self.fail(key, f"{method!r} is not one of {', '.join(METHODS)}")
+        value, key = get("dns_plugin")
+        plugin = self.string(value, key, optional=True)
         if method == "dns" and plugin is None:
-            raise self.fail("challenge.dns_plugin",
-                            "is required with method dns (a certbot DNS plugin, e.g. cloudflare)")
+            raise self.fail(key, "is required with method dns (a certbot DNS plugin, e.g. cloudflare)")
         if plugin is not None and not re.fullmatch(r"[a-z0-9-]+", plugin):
-            raise self.fail("challenge.dns_plugin", "a certbot DNS plugin name, e.g. cloudflare or rfc2136")
-        propagation = None
-        if m.get("dns_propagation") is not None:
-            propagation = self.duration(m["dns_propagation"], "challenge.dns_propagation")
+            raise self.fail(key, "a certbot DNS plugin name, e.g. cloudflare or rfc2136")
+        value, key = get("dns_propagation")
+        propagation = None if value is None else self.duration(value, key)
         return ChallengeConfig(
             method=method,
-            webroot=self.req_path(m.get("webroot", str(d.webroot)), "challenge.webroot"),
-            http_port=self.integer(m.get("http_port", d.http_port), "challenge.http_port", 1, 65535),
+            webroot=self.req_path(*get("webroot", str(d.webroot))),
+            http_port=self.integer(*get("http_port", d.http_port), 1, 65535),
             dns_plugin=plugin,
-            dns_credentials=self.path(m.get("dns_credentials"), "challenge.dns_credentials", optional=True),
+            dns_credentials=self.path(*get("dns_credentials"), optional=True),
             dns_propagation=propagation,
         )
 
@@ -394,7 +411,7 @@ class _Parser:
         timeout = self.duration(m["timeout"], "docker.timeout") if "timeout" in m else DockerConfig().timeout
         return DockerConfig(host=host, timeout=timeout)
 
-    def sites(self, raw: Any, challenge: ChallengeConfig) -> dict[str, Site]:
+    def sites(self, raw: Any, challenge: ChallengeConfig, top_challenge: Mapping[str, Any]) -> dict[str, Site]:
         if raw is None:
             return {}
         if not isinstance(raw, dict):
@@ -407,7 +424,7 @@ class _Parser:
                 key = f"sites[{name!r}]"
                 raise self.fail(key, "a site name is lowercase letters, digits, '.', '_' or '-' "
                                      "(at most 64, starting with a letter or digit; never a path)")
-            site = self.site(name, body, challenge)
+            site = self.site(name, body, challenge, top_challenge)
             for i, domain in enumerate(site.domains):
                 if domain in owner:
                     raise self.fail(f"{key}.domains[{i}]", f"{domain} is already a domain of site {owner[domain]}")
@@ -415,9 +432,13 @@ class _Parser:
             sites[name] = site
         return sites
 
-    def site(self, name: str, raw: Any, challenge: ChallengeConfig) -> Site:
+    def site(self, name: str, raw: Any, challenge: ChallengeConfig, top_challenge: Mapping[str, Any]) -> Site:
         key = f"sites.{name}"
-        m = self.mapping(raw, key, ("domains", "reload", "verify", "upstream", "hsts"))
+        m = self.mapping(raw, key, ("domains", "reload", "verify", "upstream", "hsts", "challenge"))
+        overrides: tuple[str, ...] = ()
+        if m.get("challenge") is not None:
+            overrides = tuple(self.mapping(m["challenge"], f"{key}.challenge", CHALLENGE_KEYS))
+            challenge = self.challenge(m["challenge"], name, top_challenge)
         if "domains" not in m:
             raise self.fail(f"{key}.domains", "is required (a list of domain names)")
         names = self.str_list(m["domains"], f"{key}.domains")
@@ -426,7 +447,7 @@ class _Parser:
         domains: list[str] = []
         for i, d in enumerate(names):
             dk = f"{key}.domains[{i}]"
-            ascii_name = self.domain(d, dk, challenge.method)
+            ascii_name = self.domain(d, dk, name, challenge.method)
             if ascii_name in domains:
                 raise self.fail(dk, f"{ascii_name} is listed twice")
             domains.append(ascii_name)
@@ -439,14 +460,15 @@ class _Parser:
             raise self.fail(f"{key}.upstream", "expected an http(s):// URL, e.g. http://app:8080")
         hsts = self.boolean(m.get("hsts", False), f"{key}.hsts")
         return Site(name=name, domains=tuple(domains), reload=reload, verify=verify,
-                    upstream=upstream, hsts=hsts)
+                    upstream=upstream, hsts=hsts, challenge=challenge, challenge_overrides=overrides)
 
-    def domain(self, text: str, path: str, method: str) -> str:
+    def domain(self, text: str, path: str, site: str, method: str) -> str:
         name = text.strip().rstrip(".").lower()
         wildcard = name.startswith("*.")
         if wildcard:
             if method != "dns":
-                raise self.fail(path, f"{text}: a wildcard needs challenge.method dns")
+                raise self.fail(path, f"{text}: a wildcard needs challenge.method dns, and site {site} "
+                                      f"uses {method} (set sites.{site}.challenge.method: dns)")
             name = name[2:]
         if "*" in name:
             raise self.fail(path, f"{text}: '*' is only allowed as the whole leftmost label")
