@@ -305,10 +305,12 @@ class PebbleServer:
         _, cert, key = make_tls_material(self.workdir / "tls")
         self._ssl = ssl.create_default_context(cafile=str(self.ca_bundle))
 
-        self.acme_port = free_port()
-        self.management_port = free_port()
-        self.challtestsrv_port = free_port()
-        self.dns_port = free_port(udp_too=True)
+        # A restart (stop(keep_workdir=True), then start()) keeps the ports, so the directory URL
+        # stays the same while Pebble forgets every account and order, as a reset CA does.
+        self.acme_port = self.acme_port or free_port()
+        self.management_port = self.management_port or free_port()
+        self.challtestsrv_port = self.challtestsrv_port or free_port()
+        self.dns_port = self.dns_port or free_port(udp_too=True)
 
         pebble_cfg: dict[str, Any] = {
             "listenAddress": f"127.0.0.1:{self.acme_port}",
