@@ -1,10 +1,21 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from tlsbridge import config
-from tlsbridge.adapters.certbot import build_argv, classify, dns_side, eab_config_file, has_account, redact, tail
+from tlsbridge.adapters.certbot import (
+    build_argv,
+    challenge_args,
+    challenge_env,
+    classify,
+    dns_side,
+    eab_config_file,
+    has_account,
+    redact,
+    tail,
+)
 from tlsbridge.adapters.certbot_output import DnsSide
 from tlsbridge.config import ChallengeConfig
 from tlsbridge.errors import (
@@ -242,3 +253,13 @@ def test_an_account_the_ca_forgot() -> None:
     assert isinstance(err, AccountGoneError)
     assert err.account_url == "https://127.0.0.1:58831/my-account/216708c2c75fc2eb"
     assert "no longer knows the ACME account" in str(err) and "\n" not in str(err)
+
+
+def test_route53_reads_aws_credentials_from_the_environment_and_waits_by_itself() -> None:
+    ch = ChallengeConfig(method="dns", dns_plugin="route53", dns_credentials=Path("/etc/aws.ini"),
+                         dns_propagation=timedelta(seconds=30))
+    assert challenge_args(ch) == ["--authenticator", "dns-route53"]
+    assert challenge_env(ch) == {"AWS_SHARED_CREDENTIALS_FILE": "/etc/aws.ini"}
+    cf = ChallengeConfig(method="dns", dns_plugin="cloudflare", dns_credentials=Path("/etc/cf.ini"))
+    assert challenge_args(cf) == ["--authenticator", "dns-cloudflare", "--dns-cloudflare-credentials", "/etc/cf.ini"]
+    assert challenge_env(cf) == {}

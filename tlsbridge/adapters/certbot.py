@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 # certbot's main with a more patient badNonce retry (see tlsbridge/adapters/certbot_main.py).
 _ENTRY = ["-m", "tlsbridge.adapters.certbot_main"]
 _SECRET_FLAGS = ("--eab-hmac-key",)
+# DNS plugins that take no --dns-NAME-credentials file but read one named by the environment, and
+# that have no --dns-NAME-propagation-seconds (route53 waits until its change is INSYNC itself).
+_CREDENTIALS_ENV = {"route53": "AWS_SHARED_CREDENTIALS_FILE"}
+_NO_PROPAGATION = frozenset({"route53"})
 _KEY_ARGS = {
     "ecdsa": ["--key-type", "ecdsa", "--elliptic-curve", "secp256r1"],
     "ecdsa-p384": ["--key-type", "ecdsa", "--elliptic-curve", "secp384r1"],
@@ -106,11 +110,18 @@ def challenge_args(ch: ChallengeConfig) -> list[str]:
         return ["--standalone", "--http-01-port", str(ch.http_port)]
     plugin = f"dns-{ch.dns_plugin}"
     args = ["--authenticator", plugin]
-    if ch.dns_credentials:
+    if ch.dns_credentials and ch.dns_plugin not in _CREDENTIALS_ENV:
         args += [f"--{plugin}-credentials", str(ch.dns_credentials)]
-    if ch.dns_propagation is not None:
+    if ch.dns_propagation is not None and ch.dns_plugin not in _NO_PROPAGATION:
         args += [f"--{plugin}-propagation-seconds", str(int(ch.dns_propagation.total_seconds()))]
     return args
+
+
+def challenge_env(ch: ChallengeConfig) -> dict[str, str]:
+    """Environment for plugins that find their credentials file through it (route53: an AWS
+    shared-credentials file)."""
+    var = _CREDENTIALS_ENV.get(ch.dns_plugin or "") if ch.method == "dns" else None
+    return {var: str(ch.dns_credentials)} if var and ch.dns_credentials else {}
 
 
 def dns_side(ch: ChallengeConfig) -> DnsSide | None:
@@ -216,7 +227,7 @@ class CertbotRunner:
                 fds = (fd,)
             argv = build_argv(self.cfg, site, action, register=register, eab_config=path)
             logger.info("site=%s running certbot %s", site.name, " ".join(redact(argv)))
-            result = self.run(argv, pass_fds=fds)
+            result = self.run(argv, pass_fds=fds, env=challenge_env(site.challenge))
         if result.returncode == 0:
             return None
         return classify(site.name, result.output, self.cfg.acme.directory, dns)
@@ -241,7 +252,7 @@ class CertbotRunner:
         except OSError as exc:
             logger.warning("cannot make certbot's logs folder %s private (0700): %s", logs, exc.strerror or exc)
 
-    def run(self, argv: list[str], pass_fds: tuple[int, ...] = ()) -> RunResult:
+    def run(self, argv: list[str], pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None) -> RunResult:
         self._private_logs()
         timeout = self.cfg.certbot.timeout.total_seconds()
         proc = subprocess.Popen(
@@ -249,7 +260,7 @@ class CertbotRunner:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             start_new_session=True,  # so a timeout can end certbot and anything it started
             pass_fds=pass_fds,
             text=True,
