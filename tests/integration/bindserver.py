@@ -90,7 +90,7 @@ class BindServer:
                 "@ IN A 127.0.0.1\n"
                 "* IN A 127.0.0.1\n")
             zones.append(f'zone "{zone}" {{ type primary; file "{zone}.zone"; '
-                         f"update-policy {{ grant {KEY_NAME} zonesub ANY; }}; }};\n")
+                         f"update-policy {{ grant {KEY_NAME} zonesub TXT; }}; }};\n")
         self.conf.write_text(
             "options {\n"
             f'  directory "{d}";\n'
