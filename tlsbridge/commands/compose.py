@@ -8,7 +8,6 @@ running it twice changes nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import re
@@ -16,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tlsbridge.adapters import files
 from tlsbridge.errors import TlsbridgeError, UsageError
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ def _warn(cfg: Config) -> None:
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
-    """Replace `path` with `text` (temp file in the same folder, fsync, rename).
+    """Replace `path` with `text` (adapters.files.write_atomic).
 
     Returns False, touching nothing, when the file already holds exactly this text.
     Raises TlsbridgeError (exit 1) when the file cannot be written.
@@ -211,19 +211,9 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
         pass
     except OSError as exc:
         raise TlsbridgeError(f"cannot read {path}: {exc}") from exc
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.fchmod(fd, mode)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        files.write_atomic(path, data, mode)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise TlsbridgeError(f"cannot write {path}: {exc}") from exc
     return True
 

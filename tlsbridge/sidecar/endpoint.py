@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
 from tlsbridge.errors import UsageError
+from tlsbridge.names import host_port
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +31,11 @@ class App(Protocol):
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """HOST:PORT (an IPv6 host in brackets) -> (host, port). Raises UsageError."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"--listen {text}: expected HOST:PORT, e.g. 0.0.0.0:8400 or [::]:8400")
-    return host, int(port)
+    """HOST:PORT (an IPv6 host in brackets, port 1..65535) -> (host, port). Raises UsageError."""
+    try:
+        return host_port(text)
+    except ValueError as exc:
+        raise UsageError(f"--listen {text}: {exc}") from None
 
 
 class HttpApi:
