@@ -90,7 +90,10 @@ if [ -x $bind/usr/sbin/named ] && $bind/usr/sbin/named -V >/dev/null 2>&1; then
   echo "bind9: $bind present"
 else
   tmp=$(mktemp -d)
-  (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root bind9 >/dev/null)
+  get() { (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root bind9 >/dev/null); }
+  get || { apt-get update -qq && get; }
+  # named links the versioned libraries of bind9-libs: install exactly the matching ones
+  apt-get install -y -qq "bind9-libs=$(dpkg-deb -f "$tmp"/bind9_*.deb Version)" >/dev/null
   mkdir -p $bind
   dpkg -x "$tmp"/bind9_*.deb $bind
   rm -rf "$tmp"
