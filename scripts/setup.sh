@@ -3,7 +3,7 @@
 # everything is already there; prints one line per step.
 #   1. apt packages: docker.io, nginx-light (the nginx binary for the test image), openssl,
 #      curl, busybox-static (shell inside the test images), python3-venv, chromium (headless
-#      screenshots of the sidecar's status page)
+#      screenshots of the sidecar's status page), systemd (systemd-analyze verifies the units)
 #   2. .venv, and `pip install -e '.[test]'` when pyproject.toml exists and changed
 #   3. tools/trixie: Debian 13's pebble 2.6 (with ARI) + docker-compose, via fetch-trixie.sh
 #   4. dockerd, started in the background (log: tools/dockerd.log) unless `docker info` works
@@ -17,7 +17,7 @@ root=$PWD
 export DEBIAN_FRONTEND=noninteractive
 
 # 1. apt packages ---------------------------------------------------------------------
-pkgs=(docker.io nginx-light openssl curl busybox-static python3-venv chromium bind9-libs)
+pkgs=(docker.io nginx-light openssl curl busybox-static python3-venv chromium systemd bind9-libs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
