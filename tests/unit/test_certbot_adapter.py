@@ -263,3 +263,11 @@ def test_route53_reads_aws_credentials_from_the_environment_and_waits_by_itself(
     cf = ChallengeConfig(method="dns", dns_plugin="cloudflare", dns_credentials=Path("/etc/cf.ini"))
     assert challenge_args(cf) == ["--authenticator", "dns-cloudflare", "--dns-cloudflare-credentials", "/etc/cf.ini"]
     assert challenge_env(cf) == {}
+
+
+def test_a_missing_dns_plugin_says_how_to_install_it() -> None:
+    for output in ("certbot: error: unrecognized arguments: --dns-cloudflare-credentials /etc/cf.ini",
+                   "The requested dns-cloudflare plugin does not appear to be installed"):
+        err = classify("cf", output, "", DnsSide("cloudflare", None, "/etc/cf.ini"))
+        assert str(err) == ("site=cf: the certbot DNS plugin dns-cloudflare is not installed in tlsbridge's "
+                            "environment: pip install certbot-dns-cloudflare (`tlsbridge validate` checks this)")

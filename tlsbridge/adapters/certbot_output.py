@@ -74,6 +74,10 @@ def classify(site: str, output: str, server: str = "", dns: DnsSide | None = Non
         return CAUntrustedError(
             f"site={site}: the CA's certificate is not trusted ({server or 'the ACME server'}): set acme.ca_bundle "
             "to the PEM file of the CA that signed the ACME server's HTTPS certificate")
+    if dns is not None and ("unrecognized arguments: --dns-" in low or "plugin does not appear to be installed" in low):
+        return CertbotError(
+            f"site={site}: the certbot DNS plugin dns-{dns.plugin} is not installed in tlsbridge's environment: "
+            f"pip install certbot-dns-{dns.plugin} (`tlsbridge validate` checks this)")
     if dns is not None:
         dns_error = _dns_failure(site, output, dns)
         if dns_error is not None:
