@@ -135,8 +135,8 @@ def dns_side(ch: ChallengeConfig) -> DnsSide | None:
         parser = configparser.ConfigParser(interpolation=None)
         try:
             parser.read_string("[c]\n" + ch.dns_credentials.read_text(errors="replace"))
-            host = parser.get("c", "dns_rfc2136_server", fallback="").strip()
-            port = parser.get("c", "dns_rfc2136_port", fallback="53").strip() or "53"
+            host = parser.get("c", "dns_rfc2136_server", fallback="").strip().strip("\"'")
+            port = parser.get("c", "dns_rfc2136_port", fallback="53").strip().strip("\"'") or "53"
             server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}" if host else None
         except (OSError, configparser.Error):
             server = None
@@ -202,7 +202,11 @@ class CertbotRunner:
             if isinstance(error, AccountGoneError) and not self.reregistered:
                 # The CA was reset (staging, a test CA): certbot never re-registers by itself.
                 self.reregistered = True
-                moved = self.forget_account()
+                try:
+                    moved = self.forget_account()
+                except OSError as exc:
+                    raise CertbotError(f"{error}; its local copy could not be moved aside to register anew: "
+                                       f"{exc.strerror or exc}") from None
                 logger.warning("site=%s the CA %s no longer knows the ACME account; registering a new one "
                                "(the old one moved to %s)", site.name, self.cfg.acme.directory, moved)
                 error = self.certonly(site, action, dns)
