@@ -8,13 +8,16 @@
 #   3. tools/trixie: Debian 13's pebble 2.6 (with ARI) + docker-compose, via fetch-trixie.sh
 #   4. dockerd, started in the background (log: tools/dockerd.log) unless `docker info` works
 #   5. the nginx test image (scripts/build-nginx-image.sh; rebuilt only when missing)
+#   6. tools/bind9: Debian 12's bind9 `named` for the DNS-01 tests, unpacked with `dpkg -x` (its
+#      libraries, bind9-libs, come with step 1): the package is never installed, so no `bind` user,
+#      no named.service, nothing started; the tests run named in their own folder on free ports
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export DEBIAN_FRONTEND=noninteractive
 
 # 1. apt packages ---------------------------------------------------------------------
-pkgs=(docker.io nginx-light openssl curl busybox-static python3-venv chromium systemd)
+pkgs=(docker.io nginx-light openssl curl busybox-static python3-venv chromium systemd bind9-libs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -104,3 +107,20 @@ fi
 
 # 5. nginx test image -------------------------------------------------------------------
 scripts/build-nginx-image.sh
+
+# 6. bind9's named, unpacked (not installed: no service to start or stop) -----------------
+bind=tools/bind9
+if [ -x $bind/usr/sbin/named ] && $bind/usr/sbin/named -V >/dev/null 2>&1; then
+  echo "bind9: $bind present"
+else
+  tmp=$(mktemp -d)
+  get() { (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root bind9 >/dev/null); }
+  get || { apt-get update -qq && get; }
+  # named links the versioned libraries of bind9-libs: install exactly the matching ones
+  apt-get install -y -qq "bind9-libs=$(dpkg-deb -f "$tmp"/bind9_*.deb Version)" >/dev/null
+  mkdir -p $bind
+  dpkg -x "$tmp"/bind9_*.deb $bind
+  rm -rf "$tmp"
+  $bind/usr/sbin/named -V >/dev/null
+  echo "bind9: unpacked $($bind/usr/sbin/named -v) into $bind"
+fi
