@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from tlsbridge.adapters.certmemo import MEMO, memo_file
+from tlsbridge.adapters.certmemo import CertMemo, memo_file
 from tlsbridge.clock import Clock, to_wall
 from tlsbridge.config import Config
 from tlsbridge.durations import format_duration
@@ -77,6 +77,7 @@ class Daemon:
         self.clock = clock
         self.rng = rng or random.Random()
         self.metrics = Metrics()
+        self.memo = CertMemo()  # the process's parsed certificates, across config reloads
         self.reconciler = self._reconciler(cfg)
         self.queue: queue.SimpleQueue[Request] = queue.SimpleQueue()
         self.stopping = False
@@ -94,7 +95,7 @@ class Daemon:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT. Returns the exit code (0)."""
         self._install_signals()
-        MEMO.load(self._memo_file())
+        self.memo.load(self._memo_file())
         self.http.start()
         self.scheduler.start()
         c = self.cfg
@@ -234,7 +235,7 @@ class Daemon:
                                                       self.cfg.renewal.jitter, self.rng))
         self._refresh(now)
         self.view.record(outcomes, now)  # after the gauges: a counter that moved means all is current
-        MEMO.save(self._memo_file())
+        self.memo.save(self._memo_file())
         failed = [o.site for o in outcomes if not o.ok]
         issued = [o.site for o in outcomes if o.issued]
         nxt = min(self.wakeups.values(), key=lambda w: w.at, default=None)
@@ -250,7 +251,7 @@ class Daemon:
     def _reconciler(self, cfg: Config) -> Reconciler:
         from tlsbridge.sidecar.watch import CountingDeliverer
 
-        rec = self._build(cfg, self.clock)
+        rec = self._build(cfg, self.clock, self.memo)
         if rec.deliverer is not None:
             rec.deliverer = CountingDeliverer(rec.deliverer, self)
         return rec
@@ -262,7 +263,7 @@ class Daemon:
         """Re-read every site's status; update metrics and the per-site wake-up jobs."""
         from tlsbridge.status import collect
 
-        rows = collect(self.cfg, now)
+        rows = collect(self.cfg, self.reconciler.ports, now)
         timings = [timetable.SiteTiming(r.name, r.renew_after, r.site_state) for r in rows]
         wakeups = timetable.site_wakeups(timings, now)
         self.view.update_metrics(rows, wakeups)

@@ -93,11 +93,13 @@ class SidecarView:
 
     def status_page(self) -> str:
         from tlsbridge.status import collect
+        from tlsbridge.wiring import build_ports
 
         d = self.daemon
         cfg, wakeups, outcomes = d.cfg, d.wakeups, self.outcomes
         now = d.clock.now()
-        rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in collect(cfg, now)]
+        ports = build_ports(cfg, d.memo)  # its own state store: this is an HTTP thread
+        rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in collect(cfg, ports, now)]
         meta = PageMeta(version=__version__, ready=self.ready, last_pass=self.last_pass,
                         next_check=self.next_check, docker=self.docker_state)
         return render(rows, now, meta)
