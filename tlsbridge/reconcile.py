@@ -25,7 +25,6 @@ from tlsbridge.adapters.certmemo import CertMemo, memo_file
 from tlsbridge.adapters.certstore import CertStore
 from tlsbridge.adapters.publish import Publisher
 from tlsbridge.adapters.statestore import StateStore
-from tlsbridge.certinfo import parse_pem
 from tlsbridge.clock import Clock
 from tlsbridge.config import Config, Site
 from tlsbridge.errors import AriError, CertbotError, PublishError, RateLimitedError, TlsbridgeError
@@ -249,8 +248,9 @@ class Reconciler:
                 if needs_placeholder(published, site.domains, now):
                     files = make_placeholder(site.name, site.domains, now)
                     publisher.publish(site.name, files)
+                    placeholder = self.ports.memo.read_cert(publisher.site_dir(site.name) / "cert.pem")
                     logger.info("site=%s published a self-signed placeholder (serial %s) so nginx can start",
-                                site.name, parse_pem(files.cert).serial_hex)
+                                site.name, placeholder.serial_hex if placeholder else "?")
             except TlsbridgeError as exc:
                 errors[site.name] = exc
                 continue
@@ -278,6 +278,8 @@ class Reconciler:
             logger.info("site=%s issued serial=%s not_after=%s", site.name, cert.serial_hex,
                         cert.not_after.isoformat())
         outcome.published = publisher.publish(site.name, files)
+        # Into the memo now, while the parser is loaded anyway: the next pass only stat()s it.
+        self.ports.memo.read_cert(publisher.site_dir(site.name) / "cert.pem")
         if outcome.published:
             logger.info("site=%s published serial=%s into %s", site.name, cert.serial_hex,
                         publisher.site_dir(site.name))
