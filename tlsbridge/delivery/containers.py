@@ -350,7 +350,7 @@ class DockerDeliverer:
                 der = served_leaf(check.host, check.port, sni, timeout=min(2.0, max(0.2, deadline - at)))
             except OSError as exc:  # ssl.SSLError included
                 error = f"{type(exc).__name__}: {exc}"
-            if tracker.observe(at, der, error):
+            if tracker.record_probe(at, der, error):
                 logger.info("site=%s verified: %s serves the published certificate (%d probes, "
                             "%.0f ms after the reload)", check.site.name, check.label,
                             tracker.probes, (time.monotonic() - check.since) * 1000)

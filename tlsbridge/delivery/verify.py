@@ -46,7 +46,7 @@ def describe(der: bytes) -> str:
 
 @dataclass
 class ServedTracker:
-    """Feed it probe results in time order; `observe` returns True once verified."""
+    """Feed it probe results in time order; `record_probe` returns True once verified."""
 
     want: str  # sha256 hex of the published leaf
     since: float  # monotonic time of the reload (or start)
@@ -58,7 +58,7 @@ class ServedTracker:
     last_other: bytes | None = None  # the last non-matching leaf seen
     last_error: str | None = None
 
-    def observe(self, at: float, der: bytes | None, error: str | None = None) -> bool:
+    def record_probe(self, at: float, der: bytes | None, error: str | None = None) -> bool:
         self.probes += 1
         if der is not None and fingerprint(der) == self.want:
             self.matches += 1
