@@ -13,6 +13,7 @@ from pathlib import Path
 from helpers import T0, cert_files
 
 from tlsbridge import config
+from tlsbridge.adapters.certmemo import CertMemo
 from tlsbridge.adapters.publish import Publisher
 from tlsbridge.certinfo import parse_pem
 from tlsbridge.clock import FixedClock
@@ -115,3 +116,21 @@ def test_a_published_placeholder_with_a_valid_lineage_is_published_over(tmp_path
     assert outcomes["one"].plan.decision.reason == "NotPublished" and outcomes["one"].published
     assert log == ["deliver one"]
     assert rec.ports.publisher.read("one") == (tmp_path / "le/live/one/cert.pem").read_bytes()
+
+
+def test_a_nothing_due_pass_parses_no_certificate(tmp_path: Path) -> None:
+    """The memo is injected: a new process (a new memo, loaded from state.dir) parses nothing."""
+    rec, log = setup(tmp_path)
+    rec.run_pass()
+    parsed: list[bytes] = []
+
+    def counting(pem: bytes) -> ObservedCert:
+        parsed.append(pem)
+        return parse_pem(pem)
+
+    fresh = Reconciler(rec.cfg, FixedClock(T0), build_ports(rec.cfg, CertMemo(parse=counting)),
+                       obtainer=rec.obtainer, ari=NoAri(), deliverer=rec.deliverer)
+    log.clear()
+    outcomes = fresh.run_pass()
+    assert [o.plan.decision.reason for o in outcomes] == ["NotDue", "NotDue"] and log == []
+    assert parsed == []
