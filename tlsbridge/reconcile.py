@@ -248,7 +248,7 @@ class Reconciler:
                 if needs_placeholder(published, site.domains, now):
                     files = make_placeholder(site.name, site.domains, now)
                     publisher.publish(site.name, files)
-                    placeholder = self.ports.memo.read_cert(publisher.site_dir(site.name) / "cert.pem")
+                    placeholder = self._memorise(site.name)
                     logger.info("site=%s published a self-signed placeholder (serial %s) so nginx can start",
                                 site.name, placeholder.serial_hex if placeholder else "?")
             except TlsbridgeError as exc:
@@ -278,11 +278,18 @@ class Reconciler:
             logger.info("site=%s issued serial=%s not_after=%s", site.name, cert.serial_hex,
                         cert.not_after.isoformat())
         outcome.published = publisher.publish(site.name, files)
-        # Into the memo now, while the parser is loaded anyway: the next pass only stat()s it.
-        self.ports.memo.read_cert(publisher.site_dir(site.name) / "cert.pem")
+        self._memorise(site.name)
         if outcome.published:
             logger.info("site=%s published serial=%s into %s", site.name, cert.serial_hex,
                         publisher.site_dir(site.name))
+
+    def _memorise(self, name: str) -> ObservedCert | None:
+        """Put what was just published into the memo, while the parser is loaded anyway: the
+        next pass (and a next process) then only stat()s it."""
+        try:
+            return self.ports.memo.read_cert(self.ports.publisher.site_dir(name) / "cert.pem")
+        except (OSError, ValueError):
+            return None  # only a lost shortcut: the next pass reads it again
 
     def _failed(self, site: Site, state: SiteState, sp: SitePlan | None, exc: TlsbridgeError,
                 now: datetime, dry_run: bool,
