@@ -22,7 +22,7 @@ integration: setup
 	TLSBRIDGE_RETRY_SCALE=0 $(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
 
 test: setup lint
-	TLSBRIDGE_RETRY_SCALE=0 $(PY) -m pytest tests -q $(PYTEST_ARGS)
+	TLSBRIDGE_HOSTCHECK=1 TLSBRIDGE_RETRY_SCALE=0 $(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 demo: setup
 	@scripts/demo.sh

@@ -308,6 +308,12 @@ def test_server_certificate_from_the_private_ca(engine: Engine) -> None:
     assert pki.signed_by(cert, ca)
     assert pki.needs_reissue(cert, datetime.now(UTC), usage=ExtendedKeyUsageOID.SERVER_AUTH,
                              names=pki.Names.of(["localhost"], ["127.0.0.1"])) is None
+    # The CA is name-constrained to the engine's names (critical), and the docker CLI and the
+    # SDK still get in with its client certificates (which have no subjectAltName): the tests
+    # above run against this very CA.
+    nc = ca.extensions.get_extension_for_class(x509.NameConstraints)
+    assert nc.critical and pki.ca_permits(ca, pki.Names.of(["localhost"], ["127.0.0.1"]))
+    assert not pki.ca_permits(ca, pki.Names.of(["example.com"], []))
 
 
 def test_rerun_is_idempotent(engine: Engine) -> None:

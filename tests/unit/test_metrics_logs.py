@@ -92,12 +92,12 @@ def test_redaction_of_flags_and_the_text_filter() -> None:
 
 
 @pytest.mark.parametrize(("text", "want"), [("0.0.0.0:8400", ("0.0.0.0", 8400)),
-                                           ("[::]:9", ("::", 9)), ("localhost:0", ("localhost", 0))])
+                                           ("[::]:9", ("::", 9)), ("localhost:1", ("localhost", 1))])
 def test_parse_listen(text: str, want: tuple[str, int]) -> None:
     assert parse_listen(text) == want
 
 
-@pytest.mark.parametrize("text", ["8400", ":8400", "host:", "host:99999", "host:http"])
+@pytest.mark.parametrize("text", ["8400", ":8400", "host:", "host:99999", "host:http", "host:0", "::1:8400"])
 def test_parse_listen_rejects(text: str) -> None:
     with pytest.raises(UsageError):
         parse_listen(text)

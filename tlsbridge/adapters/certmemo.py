@@ -12,7 +12,6 @@ resident memory, and ~40 us per certificate).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -21,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tlsbridge.adapters.files import write_atomic
 from tlsbridge.certinfo import parse_pem
 from tlsbridge.model import ObservedCert
 
@@ -93,16 +93,10 @@ class CertMemo:
             self._memo, self.dirty = live, False
         doc = {"version": VERSION,
                "certs": {p: {"key": list(key), "cert": _encode(cert)} for p, (key, cert) in live.items()}}
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, separators=(",", ":"))
-            os.replace(tmp, file)
+            write_atomic(file, json.dumps(doc, separators=(",", ":")).encode("utf-8"), 0o600)
         except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             self.dirty = True  # try again after the next pass
 
 

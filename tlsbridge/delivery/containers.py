@@ -34,6 +34,7 @@ from tlsbridge.delivery.verify import (
 )
 from tlsbridge.errors import DockerError, ReloadError, TlsbridgeError, VerifyError
 from tlsbridge.model import ObservedCert
+from tlsbridge.names import HTTPS_PORT
 from tlsbridge.targets import SITE_LABEL, ContainerInfo, probe_address, resolve, sni_for, start_decision
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HTTPS_PORT = 443
 START_WAIT = 2.0  # bootstrap: how long a started container gets to answer on port 80
 _NGINX_MASTER = "nginx: master"
 

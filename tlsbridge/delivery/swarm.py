@@ -126,7 +126,7 @@ class SwarmDelivery:
     def _check_acme_path(self, sites: Sequence[Site], scan: _Scan) -> None:
         """Wait until an HTTP-01 request through the sites' nginx (port 80) reaches
         challenge.http_port here, so the CA is not asked before that path works."""
-        from tlsbridge.adapters.acmepath import wait_for_path
+        from tlsbridge.adapters.http01_reachable import wait_for_path
 
         targets: dict[tuple[str, int, str], str] = {}
         own = self.docker.own_networks()

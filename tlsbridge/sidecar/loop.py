@@ -67,7 +67,7 @@ STOP = Request("stop")
 class Daemon:
     def __init__(self, cfg: Config, load_config: Callable[[], Config], clock: Clock, *,
                  host: str, port: int, rng: random.Random | None = None,
-                 watch_docker: bool = True) -> None:
+                 watch_docker: bool = True, token: str | None = None) -> None:
         from tlsbridge.sidecar.endpoint import HttpApi
         from tlsbridge.wiring import build_reconciler
 
@@ -86,7 +86,7 @@ class Daemon:
         self._failed_passes = 0
         self.wakeups: dict[str, Wakeup] = {}
         self.view = SidecarView(self)
-        self.http = HttpApi(self.view, host, port)
+        self.http = HttpApi(self.view, host, port, token=token)
         self.scheduler = self._make_scheduler()
         self.watcher: Any = None
         self._watch_docker = watch_docker
