@@ -1,17 +1,24 @@
-"""Build the reconciler with its real adapters for a config (shared by renew and run)."""
+"""Build the reconciler with its real adapters for a config (shared by renew, run and status)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+from tlsbridge.adapters.certmemo import CertMemo
+from tlsbridge.adapters.certstore import CertStore
+from tlsbridge.adapters.publish import Ownership, Publisher
+from tlsbridge.adapters.statestore import StateStore
 from tlsbridge.clock import Clock
 from tlsbridge.config import Config, Site
 from tlsbridge.errors import TlsbridgeError
-from tlsbridge.model import DeliveryReport, ObservedCert
-from tlsbridge.reconcile import Reconciler
+from tlsbridge.model import Action, AriWindow, DeliveryReport, ObservedCert
+from tlsbridge.reconcile import Deliverer, Ports, Reconciler
 
 if TYPE_CHECKING:
+    from tlsbridge.adapters.ari import AriClient
+    from tlsbridge.adapters.certbot import CertbotRunner
     from tlsbridge.delivery.containers import DockerDeliverer
 
 OnDelivered = Callable[[DeliveryReport], None]
@@ -45,5 +52,48 @@ class LazyDeliverer:
         return report
 
 
-def build_reconciler(cfg: Config, clock: Clock, on_delivered: OnDelivered | None = None) -> Reconciler:
-    return Reconciler(cfg, clock, deliverer=LazyDeliverer(cfg, on_delivered))
+class LazyCertbot:
+    """certbot's runner, built on first use (a pass with nothing due never imports it)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._real: CertbotRunner | None = None
+
+    def obtain(self, site: Site, action: Action) -> None:
+        if self._real is None:
+            from tlsbridge.adapters.certbot import CertbotRunner
+
+            self._real = CertbotRunner(self.cfg)
+        self._real.obtain(site, action)
+
+
+class LazyAri:
+    """The CA's renewalInfo client, built on first use (not while the cached answers stand)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._real: AriClient | None = None
+
+    def window(self, cert_id: str, now: datetime) -> AriWindow | None:
+        if self._real is None:
+            from tlsbridge.adapters.ari import AriClient
+
+            self._real = AriClient(self.cfg.acme.directory, self.cfg.acme.ca_bundle)
+        return self._real.window(cert_id, now)
+
+
+def build_ports(cfg: Config, memo: CertMemo | None = None) -> Ports:
+    """The real local adapters of a config; `memo`: the process's certificate memo (else a new one)."""
+    memo = memo or CertMemo()
+    p = cfg.publish
+    return Ports(memo, CertStore(cfg.certbot.config_dir, memo),
+                 Publisher(p.dir, Ownership(p.owner, p.group, p.key_mode, p.cert_mode, p.keep)),
+                 StateStore(cfg.state.dir))
+
+
+def build_reconciler(cfg: Config, clock: Clock, memo: CertMemo | None = None, *,
+                     deliverer: Deliverer | None = None,
+                     on_delivered: OnDelivered | None = None) -> Reconciler:
+    """`deliverer`: None for the Docker deliverer (`on_delivered` sees each of its reports)."""
+    return Reconciler(cfg, clock, build_ports(cfg, memo), obtainer=LazyCertbot(cfg), ari=LazyAri(cfg),
+                      deliverer=deliverer or LazyDeliverer(cfg, on_delivered))

@@ -1,4 +1,7 @@
-"""Parsed certificates remembered by file identity (what keeps an idle sidecar parser-free)."""
+"""Parsed certificates remembered by file identity (what keeps an idle sidecar parser-free).
+
+The memo gets a counting parser: the tests count parses instead of spying on an import.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,23 @@ from pathlib import Path
 import pytest
 from helpers import cert_files
 
-import tlsbridge.certinfo
 from tlsbridge.adapters.certmemo import CertMemo
 from tlsbridge.certinfo import parse_pem
+from tlsbridge.model import ObservedCert
+
+
+class CountingParser:
+    def __init__(self) -> None:
+        self.parsed: list[bytes] = []
+
+    def __call__(self, pem: bytes) -> ObservedCert:
+        self.parsed.append(pem)
+        return parse_pem(pem)
+
+
+def memo_counting() -> tuple[CertMemo, CountingParser]:
+    parser = CountingParser()
+    return CertMemo(parse=parser), parser
 
 
 def write(path: Path, data: bytes) -> None:
@@ -20,43 +37,46 @@ def write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def test_parsed_once_per_file_and_again_when_the_file_is_replaced(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    memo = CertMemo()
+def test_parsed_once_per_file_and_again_when_the_file_is_replaced(tmp_path: Path) -> None:
+    memo, parser = memo_counting()
     path = tmp_path / "cert.pem"
     first = cert_files(("a.example",)).cert
     write(path, first)
-    got = memo.observe(path)
+    got = memo.read_cert(path)
     assert got == parse_pem(first) and memo.dirty
-
-    def refuse(pem: bytes) -> object:
-        raise AssertionError("parsed again")
-
-    monkeypatch.setattr(tlsbridge.certinfo, "parse_pem", refuse)
-    assert memo.observe(path) is got  # same file: no read, no parse
-    monkeypatch.undo()
+    assert parser.parsed == [first]
+    assert memo.read_cert(path) is got  # same file: no read, no parse
+    assert parser.parsed == [first]
 
     second = cert_files(("b.example",)).cert
     write(path, second)
-    assert memo.observe(path) == parse_pem(second)
+    assert memo.read_cert(path) == parse_pem(second)
+    assert parser.parsed == [first, second]
+
+
+def test_the_default_parser_is_certinfos(tmp_path: Path) -> None:
+    path = tmp_path / "cert.pem"
+    write(path, cert_files(("a.example",)).cert)
+    assert CertMemo().read_cert(path) == parse_pem(path.read_bytes())
 
 
 def test_missing_and_broken_files(tmp_path: Path) -> None:
-    memo = CertMemo()
-    assert memo.observe(tmp_path / "nope.pem") is None
-    assert memo.observe(tmp_path / "nope" / "cert.pem") is None
+    memo, parser = memo_counting()
+    assert memo.read_cert(tmp_path / "nope.pem") is None
+    assert memo.read_cert(tmp_path / "nope" / "cert.pem") is None
+    assert parser.parsed == []
     (tmp_path / "bad.pem").write_bytes(b"not a certificate")
     with pytest.raises(ValueError):
-        memo.observe(tmp_path / "bad.pem")
+        memo.read_cert(tmp_path / "bad.pem")
 
 
-def test_saved_and_loaded_without_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_saved_and_loaded_without_parsing(tmp_path: Path) -> None:
     path, gone = tmp_path / "cert.pem", tmp_path / "gone.pem"
     write(path, cert_files(("a.example", "www.a.example")).cert)
     write(gone, cert_files(("g.example",)).cert)
     memo = CertMemo()
-    want = memo.observe(path)
-    memo.observe(gone)
+    want = memo.read_cert(path)
+    memo.read_cert(gone)
     gone.unlink()
     store = tmp_path / "state" / "certs-memo.json"
     memo.save(store)
@@ -64,11 +84,10 @@ def test_saved_and_loaded_without_parsing(tmp_path: Path, monkeypatch: pytest.Mo
     assert oct(store.stat().st_mode & 0o777) == "0o600"
     assert str(gone) not in store.read_text()  # vanished files are forgotten
 
-    monkeypatch.setattr(tlsbridge.certinfo, "parse_pem", lambda pem: pytest.fail("parsed"))
-    fresh = CertMemo()
+    fresh, parser = memo_counting()
     fresh.load(store)
-    assert fresh.observe(path) == want
-    assert not fresh.dirty
+    assert fresh.read_cert(path) == want
+    assert parser.parsed == [] and not fresh.dirty
 
 
 def test_a_corrupt_memo_file_is_ignored(tmp_path: Path) -> None:
@@ -77,4 +96,4 @@ def test_a_corrupt_memo_file_is_ignored(tmp_path: Path) -> None:
         store.write_text(text)
         memo = CertMemo()
         memo.load(store)
-        assert memo.observe(tmp_path / "x") is None
+        assert memo.read_cert(tmp_path / "x") is None

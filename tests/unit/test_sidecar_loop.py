@@ -15,6 +15,7 @@ import pytest
 from helpers import T0
 from sidecarkit import make_config, outcome
 
+from tlsbridge.adapters.certmemo import CertMemo
 from tlsbridge.clock import Clock, FixedClock
 from tlsbridge.config import Config
 from tlsbridge.errors import ConfigError, StateError, TlsbridgeError
@@ -23,13 +24,16 @@ from tlsbridge.reconcile import SiteOutcome
 from tlsbridge.sidecar.loop import Sidecar
 from tlsbridge.sidecar.requests import STOP, Kind, Request, merge
 from tlsbridge.sidecar.timetable import Wakeup
+from tlsbridge.wiring import build_ports
 
 
 class Reconciler:
     """Records the passes asked for; answers with `outcomes` or raises `error`."""
 
-    def __init__(self, cfg: Config, on_delivered: Callable[[DeliveryReport], None]) -> None:
+    def __init__(self, cfg: Config, memo: CertMemo,
+                 on_delivered: Callable[[DeliveryReport], None]) -> None:
         self.cfg = cfg
+        self.ports = build_ports(cfg, memo)
         self.on_delivered = on_delivered
         self.passes: list[list[str] | None] = []
         self.error: TlsbridgeError | None = None
@@ -56,9 +60,10 @@ class Kit:
             raise self.next_config
         return self.next_config
 
-    def build(self, cfg: Config, clock: Clock, on_delivered: Callable[[DeliveryReport], None]) -> Reconciler:
+    def build(self, cfg: Config, clock: Clock, memo: CertMemo,
+              on_delivered: Callable[[DeliveryReport], None]) -> Reconciler:
         assert clock is self.clock
-        self.built.append(Reconciler(cfg, on_delivered))
+        self.built.append(Reconciler(cfg, memo, on_delivered))
         return self.built[-1]  # type: ignore[return-value]
 
     @property

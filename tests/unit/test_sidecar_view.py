@@ -11,6 +11,7 @@ from pathlib import Path
 from helpers import T0
 from sidecarkit import make_config, outcome
 
+from tlsbridge.adapters.certmemo import CertMemo
 from tlsbridge.config import Config
 from tlsbridge.model import Action
 from tlsbridge.sidecar.metrics import Metrics
@@ -25,6 +26,7 @@ class Loop:
     stopping: bool = False
     busy_since: float | None = None
     alive: bool = True
+    memo: CertMemo = field(default_factory=CertMemo)
 
     def now(self) -> datetime:
         return T0

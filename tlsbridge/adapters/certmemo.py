@@ -4,9 +4,10 @@ nothing.
 A certificate file is known by its path and the identity of the file it resolves to (device,
 inode, size, mtime in ns). certbot and the publisher never rewrite a certificate in place: they
 write new files and swap links, so the same identity means the same bytes; a different one is
-read and parsed again. One memo per process (`MEMO`); the sidecar also keeps it in
-`<state.dir>/certs-memo.json`, so after a restart with nothing changed it does not even load the
-X.509 parser (`cryptography`, ~8 MiB of resident memory, and ~40 us per certificate).
+read and parsed again. One memo per process, made by the caller and handed to whatever reads
+certificates (wiring.build_ports); it is also kept in `<state.dir>/certs-memo.json`, so a new
+process with nothing changed does not even load the X.509 parser (`cryptography`, ~8 MiB of
+resident memory, and ~40 us per certificate).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tlsbridge.adapters.files import write_atomic
+from tlsbridge.certinfo import parse_pem
 from tlsbridge.model import ObservedCert
 
 _Key = tuple[int, int, int, int]
@@ -31,16 +34,21 @@ def memo_file(state_dir: Path) -> Path:
 
 
 class CertMemo:
-    def __init__(self) -> None:
+    def __init__(self, parse: Callable[[bytes], ObservedCert] = parse_pem) -> None:
+        """`parse`: PEM bytes -> ObservedCert, raising ValueError (certinfo.parse_pem, which
+        imports `cryptography` only when first called)."""
+        self._parse = parse
         self._memo: dict[str, tuple[_Key, ObservedCert]] = {}
         self._lock = threading.Lock()
         self._loaded: set[Path] = set()
         self.dirty = False
 
-    def observe(self, path: Path) -> ObservedCert | None:
+    def read_cert(self, path: Path) -> ObservedCert | None:
         """The certificate in `path` (PEM; the first one), or None if there is no such file.
+        Parsed only when the file is new or was replaced since it was last parsed.
 
-        Raises ValueError for a file that holds no certificate, like parse_pem.
+        Raises ValueError for a file that holds no certificate (from the parser), OSError when
+        the file cannot be read.
         """
         try:
             st = os.stat(path)  # follows the links to the file itself
@@ -51,11 +59,9 @@ class CertMemo:
             pem = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        from tlsbridge.certinfo import parse_pem
-
         # If the file was swapped between stat() and the read, the key stored is the old one:
         # the next call sees a different identity and parses again. Never a stale answer.
-        cert = parse_pem(pem)
+        cert = self._parse(pem)
         with self._lock:
             self._memo[str(path)] = (key, cert)
             self.dirty = True
@@ -108,5 +114,3 @@ def _decode(d: dict[str, Any]) -> ObservedCert:
                         issuer=str(d["issuer"]), fingerprint=str(d["fingerprint"]),
                         placeholder=bool(d["placeholder"]), ari_cert_id=d.get("ari_cert_id"))
 
-
-MEMO = CertMemo()

@@ -92,6 +92,9 @@ _DATES = ("chosen_renewal", "next_attempt", "last_attempt", "last_success", "ari
 
 def _decode(data: str) -> SiteState:
     raw = json.loads(data)
+    extra = raw.get("extra")  # before `delivered` was a field, it was kept as extra["delivered"]
+    if isinstance(extra, dict) and "delivered" not in raw:
+        raw["delivered"] = extra.get("delivered")
     known = SiteState.__dataclass_fields__
     raw = {k: v for k, v in raw.items() if k in known}
     for key in _DATES:

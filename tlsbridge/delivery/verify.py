@@ -60,7 +60,7 @@ def describe(der: bytes) -> str:
 
 @dataclass
 class ServedTracker:
-    """Feed it probe results in time order; `add_probe` returns True once verified."""
+    """Feed it probe results in time order; `record_probe` returns True once verified."""
 
     want: str  # sha256 hex of the published leaf
     since: float  # monotonic time of the reload (or start)
@@ -77,7 +77,7 @@ class ServedTracker:
     stale_after: int | None = None
     other_run: int = 0
 
-    def add_probe(self, at: float, der: bytes | None, error: str | None = None) -> bool:
+    def record_probe(self, at: float, der: bytes | None, error: str | None = None) -> bool:
         self.probes += 1
         if der is not None and fingerprint(der) == self.want:
             self.matches += 1
@@ -190,7 +190,7 @@ class Verifier:
                 der = served_leaf(probe.host, probe.port, sni, timeout=min(2.0, max(0.2, deadline - at)))
             except OSError as exc:  # ssl.SSLError included
                 error = f"{type(exc).__name__}: {exc}"
-            if tracker.add_probe(at, der, error):
+            if tracker.record_probe(at, der, error):
                 logger.info("site=%s verified: %s serves the published certificate (%d probes, "
                             "%.0f ms after %s)", name, probe.label, tracker.probes,
                             (time.monotonic() - probe.since) * 1000, self.after)

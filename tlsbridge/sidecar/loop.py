@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from tlsbridge.adapters.certmemo import MEMO, memo_file
+from tlsbridge.adapters.certmemo import CertMemo, memo_file
 from tlsbridge.clock import Clock, to_wall
 from tlsbridge.config import Config
 from tlsbridge.durations import format_duration
@@ -54,14 +54,14 @@ logger = logging.getLogger(__name__)
 GRACE = 4.0  # seconds a running pass gets to finish after SIGTERM before it is abandoned
 SIGNAL_POLL = 0.5  # seconds: the longest an idle loop takes to run a signal caught by another thread
 
-BuildReconciler = Callable[[Config, Clock, "Callable[[DeliveryReport], None]"], "Reconciler"]
+BuildReconciler = Callable[[Config, Clock, CertMemo, "Callable[[DeliveryReport], None]"], "Reconciler"]
 
 
-def _build_reconciler(cfg: Config, clock: Clock,
+def _build_reconciler(cfg: Config, clock: Clock, memo: CertMemo,
                       on_delivered: Callable[[DeliveryReport], None]) -> Reconciler:
     from tlsbridge.wiring import build_reconciler
 
-    return build_reconciler(cfg, clock, on_delivered)
+    return build_reconciler(cfg, clock, memo, on_delivered=on_delivered)
 
 
 class Sidecar:
@@ -77,6 +77,7 @@ class Sidecar:
         self.clock = clock
         self.rng = rng or random.Random()
         self.metrics = Metrics()
+        self.memo = CertMemo()  # the process's parsed certificates, across config reloads
         self.reconciler = self._reconciler(cfg)
         self.queue: queue.SimpleQueue[Request] = queue.SimpleQueue()
         self.stopping = False
@@ -102,7 +103,7 @@ class Sidecar:
 
         self.http = HttpApi(self.view, *self._listen, token=self._token)
         self._install_signals()
-        MEMO.load(self._memo_file())
+        self.memo.load(self._memo_file())
         self.http.start()
         self.scheduler.start()
         c = self.cfg
@@ -238,7 +239,7 @@ class Sidecar:
                                                       self.cfg.renewal.jitter, self.rng))
         self._refresh(now)
         self.view.record(outcomes, now)  # after the gauges: a counter that moved means all is current
-        MEMO.save(self._memo_file())
+        self.memo.save(self._memo_file())
         failed = [o.site for o in outcomes if not o.ok]
         issued = [o.site for o in outcomes if o.issued]
         nxt = min(self.wakeups.values(), key=lambda w: w.at, default=None)
@@ -252,7 +253,7 @@ class Sidecar:
             logger.info("run: first pass done; ready")
 
     def _reconciler(self, cfg: Config) -> Reconciler:
-        return self._build(cfg, self.clock, self._delivered)
+        return self._build(cfg, self.clock, self.memo, self._delivered)
 
     def _delivered(self, report: DeliveryReport) -> None:
         self.metrics.count_reloads(report.reloaded)
@@ -264,7 +265,7 @@ class Sidecar:
         """Re-read every site's status; update metrics and the per-site wake-up jobs."""
         from tlsbridge.status import collect
 
-        rows = collect(self.cfg, now)
+        rows = collect(self.cfg, self.reconciler.ports, now)
         timings = [timetable.SiteTiming(r.name, r.renew_after, r.site_state) for r in rows]
         wakeups = timetable.site_wakeups(timings, now)
         self.view.update_metrics(rows, wakeups)

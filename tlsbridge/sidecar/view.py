@@ -19,6 +19,7 @@ from tlsbridge.sidecar.metrics import CONTENT_TYPE, Metrics
 from tlsbridge.sidecar.timetable import Wakeup
 
 if TYPE_CHECKING:
+    from tlsbridge.adapters.certmemo import CertMemo
     from tlsbridge.config import Config
     from tlsbridge.reconcile import SiteOutcome
     from tlsbridge.status import SiteStatus
@@ -38,6 +39,8 @@ class LoopState(Protocol):
     def stopping(self) -> bool: ...
     @property
     def busy_since(self) -> float | None: ...  # monotonic start of the step underway
+    @property
+    def memo(self) -> CertMemo: ...  # the process's parsed certificates
     def now(self) -> datetime: ...
     def scheduler_alive(self) -> bool: ...
 
@@ -109,11 +112,13 @@ class SidecarView:
 
     def status_page(self) -> str:
         from tlsbridge.status import collect
+        from tlsbridge.wiring import build_ports
 
         loop = self.loop
         cfg, wakeups, outcomes = loop.cfg, loop.wakeups, self.outcomes
         now = loop.now()
-        rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in collect(cfg, now)]
+        ports = build_ports(cfg, loop.memo)  # its own state store: this is an HTTP thread
+        rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in collect(cfg, ports, now)]
         meta = PageMeta(version=__version__, ready=self.ready, last_pass=self.last_pass,
                         next_check=self.next_check, docker=self.docker_state)
         return render(rows, now, meta)
