@@ -180,9 +180,12 @@ class Reconciler:
         return decision, changed
 
     def _published_is(self, site: str, cert: ObservedCert) -> bool:
-        """Whether the published leaf is `cert`: one stat() while nothing changed (certmemo)."""
+        """Whether the published leaf is `cert`: one stat() while nothing changed (certmemo).
+
+        Raises PublishError when the site's folder is a symbolic link (never followed)."""
+        gen = self.publisher.generation(site)
         try:
-            published = MEMO.observe(self.publisher.site_dir(site) / "cert.pem")
+            published = MEMO.observe(gen / "cert.pem") if gen is not None else None
         except (OSError, ValueError):
             return False
         return published is not None and published.fingerprint == cert.fingerprint
@@ -318,6 +321,7 @@ class Reconciler:
         """Obtain (if the plan says so) and publish; delivery happens later, for the whole pass."""
         action = sp.decision.action
         if action in _OBTAIN:
+            self.publisher.check_writable(site.name)  # never spend an order that cannot be published
             logger.info("site=%s %s: %s", site.name, sp.decision.reason, sp.decision.message)
             self.obtainer.obtain(site, action)
             outcome.issued = True

@@ -76,8 +76,11 @@ def collect(cfg: Config, now: datetime) -> list[SiteStatus]:
 
 
 def _published(publisher: Publisher, site: str) -> ObservedCert | None:
+    gen = publisher.generation(site)  # `current` resolved once: one generation, never a mix
+    if gen is None:
+        return None
     try:
-        return MEMO.observe(publisher.site_dir(site) / "cert.pem")  # parsed once per file
+        return MEMO.observe(gen / "cert.pem")  # parsed once per file
     except OSError as exc:
         raise PublishError(f"site={site}: cannot read the published cert.pem: {exc}") from exc
 
