@@ -221,6 +221,13 @@ class Reconciler:
                  dry_run: bool = False) -> list[SiteOutcome]:
         """Plan every site; bootstrap placeholders; obtain and publish per site; then deliver all
         that was published in one batch (one reload per container per pass)."""
+        try:
+            return self._run_pass(names, force=force, dry_run=dry_run)
+        finally:
+            self.store.close()  # no connection outlives a pass
+
+    def _run_pass(self, names: Iterable[str] | None, *, force: bool,
+                  dry_run: bool) -> list[SiteOutcome]:
         sites = [self.cfg.sites[n] for n in names] if names else list(self.cfg.sites.values())
         # Certificates parsed by earlier processes: a one-shot renew with nothing changed then
         # never loads the X.509 parser (FACTS: ~60 ms of a ~165 ms run over 200 sites).

@@ -48,7 +48,8 @@ def collect(cfg: Config, now: datetime) -> list[SiteStatus]:
     MEMO.load(memo_file(cfg.state.dir))  # what renew/run parsed: status re-parses nothing unchanged
     certstore = CertStore(cfg.certbot.config_dir)
     publisher = Publisher(cfg.publish.dir)
-    states = StateStore(cfg.state.dir).load_all()
+    with StateStore(cfg.state.dir) as store:  # a damaged store is set aside and read as empty
+        states = store.load_all()
     out = []
     for site in cfg.sites.values():
         st = states.get(site.name) or SiteState()

@@ -12,10 +12,11 @@ rename: at every instant the four names resolve to one complete, matching genera
 process is killed half-way. A failed write removes its `.tmp` folder; leftovers of killed
 processes and old generations are pruned.
 
-What a reader may rely on: `current` always names a complete generation that is not pruned while
-it is current (and the one before it is kept too, `publish.keep`). To read a key and certificate
-that belong together, resolve `current` once and open both files in that folder (`generation()`
-and `read_files()` do that); two separate opens of the public names may straddle a swap.
+What a reader may rely on: `current` always names a complete generation; it is never pruned while
+it is current, nor within a minute after it was replaced (and `publish.keep` generations stay).
+To read a key and certificate that belong together, resolve `current` once and open both files
+in that folder (`generation()` and `read_files()` do that); two separate opens of the public
+names may straddle a swap.
 
 Safety: tlsbridge never follows a symbolic link under publish.dir that it did not make. The site
 folder and everything in it are opened relative to directory descriptors with O_NOFOLLOW, modes
@@ -49,6 +50,7 @@ FILES = ("fullchain.pem", "privkey.pem", "chain.pem", "cert.pem")
 _GEN_PREFIX = ".gen-"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_RETRIES = 5  # a reader whose generation was pruned under it looks again
+PRUNE_GRACE = 60.0  # seconds a replaced generation stays for readers that resolved it just before
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,11 @@ class Ownership:
 
 
 class Publisher:
-    def __init__(self, root: Path, ownership: Ownership | None = None) -> None:
+    def __init__(self, root: Path, ownership: Ownership | None = None, *,
+                 grace: float = PRUNE_GRACE) -> None:
         self.root = root
         self.own = ownership or Ownership()
+        self.grace = grace
 
     def site_dir(self, site: str) -> Path:
         return self.root / site
@@ -212,6 +216,12 @@ class Publisher:
         keep = set(finished[-self.own.keep:]) if self.own.keep > 0 else set()
         if current:
             keep.add(current)
+        # A reader that resolved `current` just before a swap gets `grace` seconds to open its
+        # files: a generation goes only once the one that replaced it is that old.
+        horizon = time.time_ns() - int(self.grace * 1e9)
+        for older, newer in zip(finished, finished[1:], strict=False):
+            if _gen_order(newer)[0] > horizon:
+                keep.add(older)
         for n in gens:
             if n not in keep:
                 _remove(sfd, n)
