@@ -71,10 +71,12 @@ class SidecarView:
     # -- httpapi.App -----------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, object]]:
         d = self.daemon
-        alive = d.scheduler_alive() and not d.stopping
+        failing = d.passes_failing
+        alive = d.scheduler_alive() and not d.stopping and not failing
         busy = d.busy_since
         body: dict[str, object] = {
-            "status": "ok" if alive else "stopping" if d.stopping else "scheduler stopped",
+            "status": "ok" if alive else "stopping" if d.stopping else
+                      "passes cannot run" if failing else "scheduler stopped",
             "ready": self.ready,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "busy_seconds": round(time.monotonic() - busy, 3) if busy is not None else None,
