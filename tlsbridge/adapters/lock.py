@@ -1,15 +1,14 @@
 """One pass at a time per config: flock(2) on `<state.dir>/pass.lock`.
 
 Every pass of `renew` and of `run` holds it, so two passes never order the same certificate,
-never run certbot against the same tree at once, and never publish over each other. The holder
-writes its PID into the file, so a waiter can say whom it waits for. The lock belongs to the open
+never run certbot against the same tree at once, and never publish over each other. A waiter
+finds the holder's PID in /proc/locks (the lock file itself is never written). The lock belongs to the open
 file: it is released when the holder closes it or dies (also by SIGKILL), and the descriptor is
 close-on-exec, so certbot children never hold it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import time
@@ -53,19 +52,25 @@ class PassLock:
         except OSError as exc:
             os.close(fd)
             raise TlsbridgeError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
-        with contextlib.suppress(OSError):  # only informative: who holds it
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return True
 
     def holder(self) -> int | None:
-        """The PID that wrote itself into the lock file last (the holder while it is held)."""
+        """The PID holding the lock, from /proc/locks (the file is never written: a pass with
+        nothing to do changes no file); None if unknown."""
         try:
-            text = self.path.read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError):
+            st = os.stat(self.path)
+            with open("/proc/locks", encoding="ascii") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
             return None
-        return int(text) if text.isdigit() else None
+        ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in lines:
+            parts = line.split()
+            # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" ("->" marks a blocked waiter)
+            if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == ident and parts[4].isdigit():
+                return int(parts[4]) or None
+        return None
 
     def acquire(self, timeout: float, *, on_wait: Callable[[int | None], None] | None = None,
                 stop: Callable[[], bool] | None = None) -> None:

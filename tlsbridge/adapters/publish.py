@@ -50,6 +50,7 @@ FILES = ("fullchain.pem", "privkey.pem", "chain.pem", "cert.pem")
 _GEN_PREFIX = ".gen-"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_RETRIES = 5  # a reader whose generation was pruned under it looks again
+_MIN_FREE = 64 * 1024  # bytes a publication needs at least (four PEM files and a folder)
 PRUNE_GRACE = 60.0  # seconds a replaced generation stays for readers that resolved it just before
 
 
@@ -137,14 +138,21 @@ class Publisher:
         """
         with self._open_site(site, create=True) as sfd:
             assert sfd is not None
-            probe = f".probe-{os.getpid()}-{time.time_ns()}"
+            # Asked of the filesystem, not by writing a probe: a check changes no file's mtime.
             try:
-                os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, 0o600, dir_fd=sfd))
-                os.unlink(probe, dir_fd=sfd)
+                vfs = os.fstatvfs(sfd)
+                writable = os.access(".", os.W_OK | os.X_OK, dir_fd=sfd)
             except OSError as exc:
-                raise PublishError(f"site={site}: {self.site_dir(site)} is not writable: "
-                                   f"{exc.strerror or exc}") from exc
+                raise PublishError(f"site={site}: {self.site_dir(site)}: {exc.strerror or exc}") from exc
+            if vfs.f_flag & os.ST_RDONLY:
+                problem = "is on a read-only filesystem"
+            elif not writable:
+                problem = "is not writable by this user"
+            elif vfs.f_bfree * vfs.f_frsize < _MIN_FREE or (vfs.f_files and not vfs.f_ffree):
+                problem = "is on a full filesystem"
+            else:
+                return
+            raise PublishError(f"site={site}: {self.site_dir(site)} {problem}; nothing was ordered")
 
     def publish(self, site: str, files: CertFiles) -> bool:
         """Make `files` the site's published certificate. Returns False if it already was.
