@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from tlsbridge.errors import UsageError
@@ -53,27 +55,28 @@ def locked_pass(reconciler: Reconciler, names: list[str] | None, *, force: bool,
     If another pass holds it, wait for it (bounded, one line on stderr) unless `wait` is False
     (LockBusy: exit 1). After the wait every decision is made from fresh state, so two `renew`s
     of a new site make one order; a `--force` whose certificate the other pass renewed while
-    this one waited is satisfied by it (no second order for the same request).
+    this one waited is satisfied by it (certbot wrote it after this command started: no second
+    order for the same request).
     """
     from tlsbridge.adapters.lock import WAIT, LockBusy, PassLock
 
     lock = PassLock(reconciler.cfg.state.dir)
-    sites = list(names or reconciler.cfg.sites)
-    before: dict[str, str | None] = {}  # with --force, after a wait: the certificates before it
+    asked = time.time()
+    waited = False
     if not lock.try_acquire():
         holder = lock.holder()
         if not wait:
             raise LockBusy(f"another pass of this config is running (PID {holder or '?'}, lock "
                            f"{lock.path}); not waiting (--no-wait)")
-        if force:
-            before = {n: _fingerprint(reconciler, n) for n in sites}
         print(f"tlsbridge: waiting for the pass of PID {holder or '?'} to finish (up to "
               f"{WAIT / 60:.0f} min; --no-wait fails instead)", file=sys.stderr, flush=True)
         lock.acquire(WAIT)
+        waited = True
     try:
-        if not before:
+        if not (force and waited):
             return reconciler.run_pass(names, force=force)
-        done = [n for n in sites if _fingerprint(reconciler, n) not in (None, before[n])]
+        sites = list(names or reconciler.cfg.sites)
+        done = [n for n in sites if _issued_at(reconciler, n) >= asked]
         for n in done:
             print(f"tlsbridge: site {n} was renewed by the pass we waited for; not forcing another order",
                   file=sys.stderr)
@@ -85,12 +88,12 @@ def locked_pass(reconciler: Reconciler, names: list[str] | None, *, force: bool,
         lock.release()
 
 
-def _fingerprint(reconciler: Reconciler, site: str) -> str | None:
+def _issued_at(reconciler: Reconciler, site: str) -> float:
+    """When certbot wrote the lineage's current certificate (0 if there is none)."""
     try:
-        cert = reconciler.certstore.observe(site)
-    except ValueError:
-        return None
-    return cert.fingerprint if cert is not None else None
+        return os.stat(reconciler.certstore.live_dir(site) / "cert.pem").st_mtime
+    except OSError:
+        return 0.0
 
 
 def _summary(o: object) -> str:
