@@ -19,6 +19,7 @@ from tlsbridge.certinfo import key_matches_cert
 
 def deployment(root: Path, pebble: object, sites: dict[str, dict[str, object]]) -> TbEnv:
     """No Docker engine: these faults are about the CA, the state and the filesystem."""
+    root.mkdir(parents=True, exist_ok=True)
     env = TbEnv(root, pebble, sites, docker_engine=False)  # type: ignore[arg-type]
     env.write()
     return env
