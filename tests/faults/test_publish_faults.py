@@ -6,12 +6,15 @@ import os
 import random
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from faultkit import Reader, deployment, fill, finish, orders, processes_under, reap, start, tmpfs, wait_until
 from servers import PebbleServer
 
+from tlsbridge.adapters.publish import Publisher
 from tlsbridge.certinfo import key_matches_cert
 
 KILLS = 8
@@ -118,3 +121,40 @@ def test_a_symlink_planted_at_the_site_folder_is_never_followed(tmp_path: Path, 
     assert stat.S_IMODE(victim.stat().st_mode) == 0o700 and victim.stat().st_uid == os.getuid()
     assert {p.name: p.lstat() for p in moved.iterdir()} == before
     assert orders(env, "new") == 0 and orders(env, "old") == 1
+
+
+_PUBLISHER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from helpers import cert_files
+from tlsbridge.adapters.publish import Publisher
+from tlsbridge.errors import PublishError
+pub, batch, failed = Publisher(Path(sys.argv[1])), [cert_files() for _ in range(6)], 0
+for i in range(int(sys.argv[3])):
+    try:
+        pub.publish("ex", batch[i % len(batch)])
+    except PublishError as exc:
+        failed += 1
+        print(exc, file=sys.stderr)
+print(failed)
+"""
+PUBLICATIONS = 150
+
+
+def test_two_publishers_of_one_site_never_fail_nor_expose_a_missing_generation(tmp_path: Path) -> None:
+    """Two processes publishing one site (what a renew beside run was before the pass lock)."""
+    unit = str(Path(__file__).resolve().parents[1] / "unit")
+    procs = [subprocess.Popen([sys.executable, "-c", _PUBLISHER, str(tmp_path), unit, str(PUBLICATIONS)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    wait_until("a first publication", lambda: (tmp_path / "ex" / "current").is_symlink())
+    with Reader(tmp_path / "ex") as reader:
+        outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    failed = sum(int(out.strip()) for out, _ in outs)
+    print(f"publishers: {2 * PUBLICATIONS} publications, {failed} failed; reader: {reader.reads} reads, "
+          f"{reader.mismatched} mismatched, {reader.missing} missing")
+    assert failed == 0 and reader.reads > 0
+    assert (reader.mismatched, reader.missing) == (0, 0), reader.errors[:5]
+    Publisher(tmp_path, grace=0).prune("ex")
+    assert not [p for p in (tmp_path / "ex").iterdir() if p.name.endswith(".tmp")]
