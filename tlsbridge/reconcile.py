@@ -80,8 +80,9 @@ class Ports:
         unchanged certificate costs one stat(): the memo). Raises PublishError when the
         published certificate cannot be read; one that is not a certificate counts as none."""
         lineage = self.certs.current_cert(name)
+        gen = self.publisher.generation(name)  # `current` resolved once: one generation, never a mix
         try:
-            published = self.memo.read_cert(self.publisher.site_dir(name) / "cert.pem")
+            published = self.memo.read_cert(gen / "cert.pem") if gen is not None else None
         except ValueError:
             published = None
         except OSError as exc:
@@ -159,6 +160,13 @@ class Reconciler:
                  dry_run: bool = False) -> list[SiteOutcome]:
         """Plan every site; bootstrap placeholders; obtain and publish per site; then deliver all
         that was published in one batch (one reload per container per pass)."""
+        try:
+            return self._run_pass(names, force=force, dry_run=dry_run)
+        finally:
+            self.ports.store.close()  # no connection outlives a pass
+
+    def _run_pass(self, names: Iterable[str] | None, *, force: bool,
+                  dry_run: bool) -> list[SiteOutcome]:
         sites = [self.cfg.sites[n] for n in names] if names else list(self.cfg.sites.values())
         memo = self.ports.memo
         # Certificates parsed by earlier processes: a one-shot renew with nothing changed then
@@ -273,6 +281,7 @@ class Reconciler:
         certs, publisher = self.ports.certs, self.ports.publisher
         action = sp.decision.action
         if action in _OBTAIN:
+            publisher.check_writable(site.name)  # never spend an order that cannot be published
             logger.info("site=%s %s: %s", site.name, sp.decision.reason, sp.decision.message)
             self.obtainer.obtain(site, action)
             outcome.issued = True
@@ -296,8 +305,9 @@ class Reconciler:
         """Put what was just published into the memo, while the parser is loaded anyway: the
         next pass (and a next process) then only stat()s it."""
         try:
-            return self.ports.memo.read_cert(self.ports.publisher.site_dir(name) / "cert.pem")
-        except (OSError, ValueError):
+            gen = self.ports.publisher.generation(name)  # the key the next observe() reads by
+            return self.ports.memo.read_cert(gen / "cert.pem") if gen is not None else None
+        except (OSError, ValueError, TlsbridgeError):
             return None  # only a lost shortcut: the next pass reads it again
 
     def _failed(self, site: Site, state: SiteState, sp: SitePlan | None, exc: TlsbridgeError,

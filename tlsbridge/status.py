@@ -44,7 +44,10 @@ class SiteStatus:
 def collect(cfg: Config, ports: Ports, now: datetime) -> list[SiteStatus]:
     """Every site's status, from local files and the state store (never the CA)."""
     ports.memo.load(memo_file(cfg.state.dir))  # what renew/run parsed: status re-parses nothing unchanged
-    states = ports.store.load_all()
+    try:
+        states = ports.store.load_all()  # a damaged store is set aside and read as empty
+    finally:
+        ports.store.close()  # no connection outlives a status read (the page reads it per request)
     return [site_status(site, ports.observe(site.name, states.get(site.name) or SiteState()), cfg, now)
             for site in cfg.sites.values()]
 

@@ -5,6 +5,7 @@ Never runs certbot: reading and parsing a lineage costs well under a millisecond
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tlsbridge.adapters.certmemo import CertMemo
@@ -28,13 +29,40 @@ class CertStore:
         return self.memo.read_cert(self.live_dir(site) / "cert.pem")
 
     def files(self, site: str) -> CertFiles | None:
+        """The lineage's four files, all of one version (certbot swaps its live/ links one at a
+        time: a read racing a renewal could otherwise mix two versions)."""
         live = self.live_dir(site)
+        for _ in range(_RETRIES):
+            links = _links(live)
+            try:
+                data = {name: (live / name).read_bytes() for name in _NAMES}
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if _one_version(links) and _links(live) == links:
+                break
+        return CertFiles(**{name.removesuffix(".pem"): d for name, d in data.items()})
+
+
+_NAMES = ("fullchain.pem", "privkey.pem", "chain.pem", "cert.pem")
+_RETRIES = 5
+
+
+def _links(live: Path) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in _NAMES:
         try:
-            return CertFiles(
-                fullchain=(live / "fullchain.pem").read_bytes(),
-                privkey=(live / "privkey.pem").read_bytes(),
-                chain=(live / "chain.pem").read_bytes(),
-                cert=(live / "cert.pem").read_bytes(),
-            )
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+            out[name] = os.readlink(live / name)
+        except OSError:
+            out[name] = None  # a real file, or missing
+    return out
+
+
+def _one_version(links: dict[str, str | None]) -> bool:
+    """certbot's archive/<name>/{cert,chain,fullchain,privkey}<N>.pem: the same N everywhere."""
+    versions = set()
+    for name, target in links.items():
+        if target is None:
+            continue
+        stem = os.path.basename(target).removesuffix(".pem")
+        versions.add(stem.removeprefix(name.removesuffix(".pem")))
+    return len(versions) <= 1

@@ -171,7 +171,14 @@ class _Handler(BaseHTTPRequestHandler):
                 data, ctype = self.app.metrics()
                 self._send(200, ctype, data, send_body)
             elif path in ("/", "/index.html"):
-                page = self.app.status_page().encode()
+                try:
+                    page = self.app.status_page().encode()
+                except Exception as exc:  # noqa: BLE001 - never a 500: say it is unavailable
+                    logger.warning("http %s: status page unavailable: %s: %s", path,
+                                   exc.__class__.__name__, exc)
+                    self._send(503, "text/plain; charset=utf-8",
+                               b"status page unavailable; see the sidecar's log\n", send_body)
+                    return
                 self._send(200, "text/html; charset=utf-8", page, send_body)
             else:
                 self._send(404, "text/plain; charset=utf-8", b"not found\n", send_body)

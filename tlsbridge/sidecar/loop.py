@@ -33,6 +33,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from tlsbridge.adapters.certmemo import CertMemo, memo_file
+from tlsbridge.adapters.lock import LockBusy, PassLock
 from tlsbridge.clock import Clock, to_wall
 from tlsbridge.config import Config
 from tlsbridge.durations import format_duration
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 GRACE = 4.0  # seconds a running pass gets to finish after SIGTERM before it is abandoned
 SIGNAL_POLL = 0.5  # seconds: the longest an idle loop takes to run a signal caught by another thread
+LOCK_WAIT = 600.0  # seconds a pass waits for another one (a `renew`) holding the pass lock
+UNHEALTHY_AFTER = 3  # whole passes failed in a row before /healthz answers 503
 
 BuildReconciler = Callable[[Config, Clock, CertMemo, "Callable[[DeliveryReport], None]"], "Reconciler"]
 
@@ -209,9 +212,14 @@ class Sidecar:
         start = time.perf_counter()
         started = self.clock.now()
         self.busy_since = time.monotonic()
+        lock = PassLock(self.cfg.state.dir)  # one pass at a time per config, also with `renew`
         try:
+            lock.acquire(LOCK_WAIT, stop=lambda: self.stopping, on_wait=lambda pid: logger.info(
+                "run: waiting for the pass of PID %s to finish", pid or "?"))
             outcomes = self.reconciler.run_pass(names)
         except Exception as exc:  # noqa: BLE001 - the daemon outlives any one failed pass
+            if self.stopping and isinstance(exc, LockBusy):
+                return
             self._failed_passes += 1
             self.metrics.pass_errors.inc()
             retry = timetable.pass_retry(self.clock.now(), self.cfg.renewal.check_interval,
@@ -225,6 +233,7 @@ class Sidecar:
                 self.view.ready = True  # the first pass did finish, if badly: /readyz must say so
             return
         finally:
+            lock.release()
             self.busy_since = None
         elapsed = time.perf_counter() - start
         self._failed_passes = 0
@@ -251,6 +260,12 @@ class Sidecar:
         if not self.view.ready:
             self.view.ready = True
             logger.info("run: first pass done; ready")
+
+    @property
+    def passes_failing(self) -> bool:
+        """Passes cannot run at all (several in a row failed as a whole): /healthz says 503 so
+        that an orchestrator restarts the sidecar."""
+        return self._failed_passes >= UNHEALTHY_AFTER
 
     def _reconciler(self, cfg: Config) -> Reconciler:
         return self._build(cfg, self.clock, self.memo, self._delivered)

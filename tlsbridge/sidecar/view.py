@@ -41,6 +41,8 @@ class LoopState(Protocol):
     def busy_since(self) -> float | None: ...  # monotonic start of the step underway
     @property
     def memo(self) -> CertMemo: ...  # the process's parsed certificates
+    @property
+    def passes_failing(self) -> bool: ...  # whole passes keep failing: /healthz says 503
     def now(self) -> datetime: ...
     def scheduler_alive(self) -> bool: ...
 
@@ -92,10 +94,12 @@ class SidecarView:
     def health(self) -> tuple[bool, dict[str, object]]:
         loop = self.loop
         stopping = loop.stopping
-        alive = loop.scheduler_alive() and not stopping
+        failing = loop.passes_failing
+        alive = loop.scheduler_alive() and not stopping and not failing
         busy = loop.busy_since
         body: dict[str, object] = {
-            "status": "ok" if alive else "stopping" if stopping else "scheduler stopped",
+            "status": "ok" if alive else "stopping" if stopping else
+                      "passes cannot run" if failing else "scheduler stopped",
             "ready": self.ready,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "busy_seconds": round(time.monotonic() - busy, 3) if busy is not None else None,
