@@ -108,11 +108,28 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         nginx_dir=shown(nginx_dir, base),
         webroot=shown(cfg.challenge.webroot, base),
         image=args.image,
+        override=compose.override_name(out_file.name if out_file else "compose.yaml"),
     )
     if sidecar:
         spec = _sidecar_spec(cfg, spec, base, args)
     write_outputs(nginx_dir, snippets, out_file, compose.render(spec))
+    if out_file is not None:
+        write_override_once(base / spec.override, compose.render_override(spec))
     return 0
+
+
+def write_override_once(path: Path, text: str) -> None:
+    """Write the user's override starter unless a file (or link) is there: never overwritten."""
+    if os.path.lexists(path):
+        return
+    try:
+        with open(path, "x", encoding="utf-8") as fh:
+            fh.write(text)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise TlsbridgeError(f"cannot write {path}: {exc}") from exc
+    logger.info("wrote %s: your app and extra ports go there (never overwritten)", path)
 
 
 def write_outputs(nginx_dir: Path, snippets: dict[str, str], out_file: Path | None, text: str) -> None:
