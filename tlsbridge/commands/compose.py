@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sidecar: a tlsbridge source folder with deploy/Dockerfile to "
                              "build the image from (default: the compose file's folder)")
     parser.add_argument("--sidecar-image", metavar="IMAGE",
-                        help="sidecar: run this tlsbridge image instead of building one")
+                        help="sidecar: run this tlsbridge image instead of building one (default when "
+                             "run in the sidecar image: that image, $TLSBRIDGE_IMAGE)")
     parser.add_argument("--socket-proxy-image", metavar="IMAGE",
                         help="--socket-proxy: the proxy's image, best pinned by digest "
                              "(NAME:TAG@sha256:...); default: tecnativa/docker-socket-proxy:latest, "
@@ -87,6 +88,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     nginx_dir = Path(os.path.abspath(args.nginx_dir)) if args.nginx_dir else base / "nginx"
     if nginx_dir.exists() and not nginx_dir.is_dir():
         raise UsageError(f"--nginx-dir {args.nginx_dir}: not a folder")
+    if args.sidecar_image is None and args.build_context is None:
+        # Run in the sidecar image (which names itself here), the stack runs that image.
+        args.sidecar_image = os.environ.get("TLSBRIDGE_IMAGE") or None
+    if out_file is not None and not os.access(base, os.W_OK):
+        raise UsageError(f"-o {args.output}: folder {base} is not writable by uid {os.getuid()}"
+                         + ("; run the image with --user \"$(id -u):$(id -g)\" (the folder's owner)"
+                            if os.environ.get("TLSBRIDGE_IMAGE") else ""))
     for opt, image in (("--image", args.image), ("--sidecar-image", args.sidecar_image),
                        ("--socket-proxy-image", args.socket_proxy_image)):
         if image is not None and not _IMAGE.fullmatch(image):
