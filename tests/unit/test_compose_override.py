@@ -94,3 +94,22 @@ def test_named_after_the_compose_file(tmp_path: Path, name: str, override: str, 
     header = (tmp_path / name).read_text().split("services:")[0]
     hint = f"-f {name} -f {override}"
     assert (hint not in header) if automatic else (hint in header.replace("\n# ", " "))
+
+
+SIDECAR_CONFIG = CONFIG.replace("./certs", "/var/lib/tb/certs").replace("./webroot", "/var/lib/tb/acme")
+
+
+@pytest.mark.parametrize(("extra", "want"), [
+    ([], 'image: "example/tlsbridge:7"'),  # run in the image: that image
+    (["--sidecar-image", "mine:1"], 'image: "mine:1"'),
+    (["--build-context", "."], "build:"),
+])
+def test_in_the_image_the_stack_runs_that_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                extra: list[str], want: str) -> None:
+    monkeypatch.setenv("TLSBRIDGE_IMAGE", "example/tlsbridge:7")  # the Dockerfile's ENV
+    (tmp_path / "tlsbridge.yaml").write_text(SIDECAR_CONFIG)
+    out = tmp_path / "compose.yaml"
+    assert main(["-c", str(tmp_path / "tlsbridge.yaml"), "compose", "--sidecar", "-o", str(out), *extra]) == 0
+    text = out.read_text()
+    assert want in text
+    assert ("build:" in text) == (want == "build:")

@@ -156,7 +156,7 @@ def render_override(spec: ComposeSpec) -> str:
         "  # then run `tlsbridge compose` again and `docker compose up -d`. No `ports:` needed:",
         "  # nginx is the way in.",
         "  # app:",
-        "  #   image: ghcr.io/you/app:1.0",
+        "  #   image: example/app:1.0",
         "  #   restart: unless-stopped",
         "",
         "  nginx:",
