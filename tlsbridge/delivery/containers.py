@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONTAINER_HTTP_WAIT = 2.0  # bootstrap: how long a started container gets to answer on port 80
+CONTAINER_RESTART_WAIT = 10.0  # bootstrap: how long the engine gets to restart a restarting one
 _NGINX_MASTER = "nginx: master"
 
 
@@ -103,7 +104,7 @@ class DockerDeliverer:
         for t in targets:
             self._bring_up(t, strict=False)
         for t in targets:
-            if t.how == "started" and t.error is None:
+            if t.how in ("started", "restarting") and t.error is None:
                 self._wait_up(t)
         for t in targets:
             if t.error:
@@ -272,6 +273,15 @@ class DockerDeliverer:
         """After a bootstrap start: wait until it answers on port 80, or report why it exited."""
         from tlsbridge.adapters.tlsprobe import port_open
 
+        # Restarting (first start of a stack: nginx began before the placeholder existed): the
+        # engine starts it again by itself, and now it finds its certificate.
+        deadline = time.monotonic() + CONTAINER_RESTART_WAIT
+        while t.how == "restarting" and not t.info.running:
+            if time.monotonic() > deadline:
+                logger.warning("site=%s container %s is still restarting", t.names, t.info.name)
+                return
+            time.sleep(0.1)
+            t.info = self._inspect(t.info.id) or t.info
         addr = probe_address(t.info, self.docker.own_networks())
         if self.cfg.challenge.method != "webroot":
             addr = None  # nothing needs port 80; only make sure it did not exit at once
