@@ -44,13 +44,19 @@ class SiteStatus:
         }
 
 
-def collect(cfg: Config, now: datetime) -> list[SiteStatus]:
+def collect(cfg: Config, now: datetime, names: list[str] | None = None) -> list[SiteStatus]:
+    """Every site's status (or those in `names`, in that order), from local files."""
     MEMO.load(memo_file(cfg.state.dir))  # what renew/run parsed: status re-parses nothing unchanged
     certstore = CertStore(cfg.certbot.config_dir)
     publisher = Publisher(cfg.publish.dir)
-    states = StateStore(cfg.state.dir).load_all()
+    store = StateStore(cfg.state.dir)
+    try:
+        states = store.load_all() if names is None else store.load_some(names)
+    finally:
+        store.close()
+    sites = cfg.sites.values() if names is None else [cfg.sites[n] for n in names if n in cfg.sites]
     out = []
-    for site in cfg.sites.values():
+    for site in sites:
         st = states.get(site.name) or SiteState()
         lineage = certstore.observe(site.name)
         published = _published(publisher, site.name)

@@ -78,3 +78,43 @@ def test_a_corrupt_memo_file_is_ignored(tmp_path: Path) -> None:
         memo = CertMemo()
         memo.load(store)
         assert memo.observe(tmp_path / "x") is None
+
+
+def test_refusing_parse_raises_on_a_miss_in_that_thread_only(tmp_path: Path) -> None:
+    import threading
+
+    from tlsbridge.adapters.certmemo import ParseRefused
+
+    known, new = tmp_path / "known.pem", tmp_path / "new.pem"
+    write(known, cert_files(("k.example",)).cert)
+    write(new, cert_files(("n.example",)).cert)
+    memo = CertMemo()
+    want = memo.observe(known)
+    other: list[object] = []
+    with memo.refusing_parse():
+        assert memo.observe(known) is want  # known: answered from the memo
+        assert memo.observe(tmp_path / "absent.pem") is None
+        with pytest.raises(ParseRefused):
+            memo.observe(new)
+        t = threading.Thread(target=lambda: other.append(memo.observe(new)))  # e.g. the status page
+        t.start()
+        t.join()
+    assert other == [parse_pem(new.read_bytes())]
+    assert memo.observe(new) == other[0]
+
+
+def test_loaded_again_replaces_what_another_process_parsed(tmp_path: Path) -> None:
+    path, file = tmp_path / "cert.pem", tmp_path / "memo.json"
+    write(path, cert_files(("a.example",)).cert)
+    parent = CertMemo()
+    parent.load(file)
+    old = parent.observe(path)
+    write(path, cert_files(("b.example",)).cert)  # e.g. a child process issued and published
+    child = CertMemo()
+    new = child.observe(path)
+    child.save(file)
+    parent.load(file)  # once per process: nothing changes
+    assert parent._memo[str(path)][1] == old
+    parent.load(file, again=True)
+    with parent.refusing_parse():
+        assert parent.observe(path) == new and new != old

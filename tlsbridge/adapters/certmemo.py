@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ from tlsbridge.model import ObservedCert
 
 _Key = tuple[int, int, int, int]
 VERSION = 1
+
+
+class ParseRefused(Exception):  # noqa: N818 - not an error: a signal to the caller
+    """observe() met a certificate it has not parsed while parsing is refused (`refusing_parse`):
+    the sidecar then has the pass done by a short-lived child (sidecar/worker.py)."""
 
 
 def memo_file(state_dir: Path) -> Path:
@@ -35,6 +41,7 @@ class CertMemo:
         self._memo: dict[str, tuple[_Key, ObservedCert]] = {}
         self._lock = threading.Lock()
         self._loaded: set[Path] = set()
+        self._refusing: int | None = None  # the thread in which a miss raises ParseRefused
         self.dirty = False
 
     def observe(self, path: Path) -> ObservedCert | None:
@@ -51,6 +58,8 @@ class CertMemo:
             pem = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        if self._refusing == threading.get_ident():
+            raise ParseRefused(str(path))
         from tlsbridge.certinfo import parse_pem
 
         # If the file was swapped between stat() and the read, the key stored is the old one:
@@ -61,10 +70,22 @@ class CertMemo:
             self.dirty = True
         return cert
 
+    @contextlib.contextmanager
+    def refusing_parse(self) -> Iterator[None]:
+        """In this thread, a certificate not yet parsed raises ParseRefused instead of loading the
+        X.509 parser (the long-lived sidecar keeps `cryptography` out of its memory)."""
+        self._refusing = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._refusing = None
+
     # -- persistence (the sidecar) ----------------------------------------------------------------
-    def load(self, file: Path) -> None:
-        """Add what `file` remembers (once per process); a missing or unreadable file is ignored."""
-        if file in self._loaded:
+    def load(self, file: Path, *, again: bool = False) -> None:
+        """Add what `file` remembers (once per process, unless `again`: then its entries replace
+        the ones held, as after another process parsed and saved); a missing or unreadable file
+        is ignored."""
+        if file in self._loaded and not again:
             return
         self._loaded.add(file)
         try:
@@ -76,7 +97,10 @@ class CertMemo:
             return
         with self._lock:
             for p, (key, cert) in entries.items():
-                self._memo.setdefault(p, (key, cert))
+                if again:
+                    self._memo[p] = (key, cert)
+                else:
+                    self._memo.setdefault(p, (key, cert))
 
     def save(self, file: Path) -> None:
         """Write the memo atomically if it changed (entries of files that vanished are dropped)."""

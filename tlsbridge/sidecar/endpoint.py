@@ -26,7 +26,7 @@ class App(Protocol):
     def health(self) -> tuple[bool, dict[str, object]]: ...
     def readiness(self) -> tuple[bool, dict[str, object]]: ...
     def metrics(self) -> tuple[bytes, str]: ...
-    def status_page(self) -> str: ...
+    def status_page(self, page: int = 1) -> str: ...
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -95,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
                 data, ctype = self.app.metrics()
                 self._send(200, ctype, data, send_body)
             elif path in ("/", "/index.html"):
-                page = self.app.status_page().encode()
+                page = self.app.status_page(_page_number(self.path)).encode()
                 self._send(200, "text/html; charset=utf-8", page, send_body)
             else:
                 self._send(404, "text/plain; charset=utf-8", b"not found\n", send_body)
@@ -119,6 +119,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature
         logger.debug("http %s " + format, self.address_string(), *args)
+
+
+def _page_number(path: str) -> int:
+    """`?page=N` of the status page (1 when absent or not a number)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    value = parse_qs(urlsplit(path).query).get("page", ["1"])[0]
+    return int(value) if value.isdigit() and len(value) < 7 else 1
 
 
 def _json(body: dict[str, object]) -> bytes:

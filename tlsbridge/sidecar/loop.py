@@ -69,7 +69,7 @@ class Daemon:
                  host: str, port: int, rng: random.Random | None = None,
                  watch_docker: bool = True) -> None:
         from tlsbridge.sidecar.endpoint import HttpApi
-        from tlsbridge.wiring import build_reconciler
+        from tlsbridge.sidecar.worker import build_reconciler  # work to do: in a child process
 
         self.cfg = cfg
         self._load_config = load_config
@@ -253,6 +253,7 @@ class Daemon:
         rec = self._build(cfg, self.clock)
         if rec.deliverer is not None:
             rec.deliverer = CountingDeliverer(rec.deliverer, self)
+        rec.reloaded = lambda site, n: self.metrics.reloads.labels(site).inc(n)
         return rec
 
     def _memo_file(self) -> Path:
