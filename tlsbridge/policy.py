@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from tlsbridge.durations import format_duration
 from tlsbridge.model import Action, AriWindow, Decision, ObservedCert
@@ -33,6 +34,26 @@ def lifetime_renew_at(cert: ObservedCert) -> datetime:
     return cert.not_after - left
 
 
+class Draw(Protocol):
+    def random(self) -> float: ...
+
+
+class SeededLater:
+    """random.Random(seed), made only when a number is drawn: seeding costs ~5 us, and a
+    schedule with its moment already chosen draws nothing (every site, every pass)."""
+
+    __slots__ = ("_rng", "_seed")
+
+    def __init__(self, seed: str) -> None:
+        self._seed = seed
+        self._rng: random.Random | None = None
+
+    def random(self) -> float:
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
+        return self._rng.random()
+
+
 def schedule(
     cert: ObservedCert,
     *,
@@ -40,7 +61,7 @@ def schedule(
     ari: AriWindow | None,
     chosen: datetime | None,
     now: datetime,
-    rng: random.Random,
+    rng: Draw,
 ) -> Schedule:
     """Pick the renewal moment of `cert`.
 
@@ -124,7 +145,8 @@ def backoff(failures: int, rng: random.Random, retry_after: datetime | None, now
 
 
 def _ts(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%MZ")
+    """2026-06-01T12:00Z (times here are UTC; isoformat is ~2x faster than strftime)."""
+    return at.isoformat(timespec="minutes")[:16] + "Z"
 
 
 def _window(ari: AriWindow) -> str:

@@ -154,7 +154,7 @@ class Reconciler:
             ari = state.ari if state.ari_for == cert.fingerprint else None
             # Seeded by the certificate: the random moment is stable even before it is stored.
             sched = policy.schedule(cert, before_expiry=self.cfg.renewal.before_expiry, ari=ari,
-                                    chosen=chosen, now=now, rng=random.Random(cert.fingerprint))
+                                    chosen=chosen, now=now, rng=policy.SeededLater(cert.fingerprint))
             if sched.chosen is not None:
                 state.chosen_renewal, state.chosen_for = sched.chosen, cert.fingerprint
                 changed = True
@@ -182,7 +182,7 @@ class Reconciler:
     def _published_is(self, site: str, cert: ObservedCert) -> bool:
         """Whether the published leaf is `cert`: one stat() while nothing changed (certmemo)."""
         try:
-            published = MEMO.observe(self.publisher.site_dir(site) / "cert.pem")
+            published = MEMO.observe(self.publisher.cert_path(site))
         except (OSError, ValueError):
             return False
         return published is not None and published.fingerprint == cert.fingerprint

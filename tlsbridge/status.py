@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -67,7 +66,7 @@ def collect(cfg: Config, now: datetime, names: list[str] | None = None) -> list[
             chosen = st.chosen_renewal if st.chosen_for == lineage.fingerprint else None
             renew_after = policy.schedule(lineage, before_expiry=cfg.renewal.before_expiry, ari=ari,
                                           chosen=chosen, now=now,
-                                          rng=random.Random(lineage.fingerprint)).renew_at
+                                          rng=policy.SeededLater(lineage.fingerprint)).renew_at
         out.append(SiteStatus(
             name=site.name,
             domains=site.domains,
@@ -83,7 +82,7 @@ def collect(cfg: Config, now: datetime, names: list[str] | None = None) -> list[
 
 def _published(publisher: Publisher, site: str) -> ObservedCert | None:
     try:
-        return MEMO.observe(publisher.site_dir(site) / "cert.pem")  # parsed once per file
+        return MEMO.observe(publisher.cert_path(site))  # parsed once per file
     except OSError as exc:
         raise PublishError(f"site={site}: cannot read the published cert.pem: {exc}") from exc
 

@@ -4,6 +4,7 @@ under a summary, attention first; per-site metrics rendered once per snapshot.""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from tlsbridge.render.status_page import PER_PAGE, PageMeta, PageRow, attention, page_count, render
 from tlsbridge.sidecar.metrics import Metrics
@@ -51,3 +52,17 @@ def test_site_series_are_rendered_once_per_snapshot() -> None:
     m.set_sites({"s0": {"not_after": at, "failures": 1}})
     text = m.render().decode()
     assert 'tlsbridge_site_consecutive_failures{site="s0"} 1.0' in text and 's1"' not in text
+
+
+def test_decoded_states_are_reused_but_handed_out_as_copies(tmp_path: Path) -> None:
+    from tlsbridge.adapters.statestore import StateStore
+    from tlsbridge.model import SiteState
+
+    store = StateStore(tmp_path)
+    store.save("a", SiteState(failures=1, extra={"delivered": "x"}))
+    first = store.load_all()["a"]
+    first.failures, first.extra["delivered"] = 5, "y"  # the reconciler changes states in place
+    again = StateStore(tmp_path).load_all()["a"]
+    assert again == SiteState(failures=1, extra={"delivered": "x"}) and again is not first
+    store.save("a", first)
+    assert StateStore(tmp_path).load_some(["a", "b"]) == {"a": first}

@@ -44,7 +44,7 @@ class CertMemo:
         self._refusing: int | None = None  # the thread in which a miss raises ParseRefused
         self.dirty = False
 
-    def observe(self, path: Path) -> ObservedCert | None:
+    def observe(self, path: Path | str) -> ObservedCert | None:
         """The certificate in `path` (PEM; the first one), or None if there is no such file.
 
         Raises ValueError for a file that holds no certificate, like parse_pem.
@@ -55,7 +55,8 @@ class CertMemo:
             hit = self._memo.get(str(path))
             if hit is not None and hit[0] == key:
                 return hit[1]
-            pem = path.read_bytes()
+            with open(path, "rb") as fh:
+                pem = fh.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
         if self._refusing == threading.get_ident():

@@ -15,6 +15,7 @@ from tlsbridge.model import ObservedCert
 class CertStore:
     def __init__(self, config_dir: Path) -> None:
         self.config_dir = config_dir
+        self._live = f"{config_dir}/live"
 
     def live_dir(self, site: str) -> Path:
         return self.config_dir / "live" / site
@@ -24,7 +25,7 @@ class CertStore:
 
         Parsed once per file: an unchanged lineage costs one stat() (adapters/certmemo.py).
         """
-        return MEMO.observe(self.live_dir(site) / "cert.pem")
+        return MEMO.observe(f"{self._live}/{site}/cert.pem")  # str(live_dir(site) / "cert.pem")
 
     def files(self, site: str) -> CertFiles | None:
         live = self.live_dir(site)

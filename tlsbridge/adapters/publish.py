@@ -61,6 +61,11 @@ class Publisher:
     def site_dir(self, site: str) -> Path:
         return self.root / site
 
+    def cert_path(self, site: str) -> str:
+        """The published cert.pem, as the string the certificate memo knows it by (no Path
+        joins: this is asked for every site on every pass)."""
+        return f"{self.root}/{site}/cert.pem"
+
     def read(self, site: str, name: str = "cert.pem") -> bytes | None:
         """The bytes currently published under a name, or None."""
         try:

@@ -20,6 +20,9 @@ from tlsbridge.errors import StateError
 from tlsbridge.model import AriWindow, SiteState
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS site_state (site TEXT PRIMARY KEY, data TEXT NOT NULL)"
+# (database, site) -> (its row's text, the state decoded from it): a pass over thousands of
+# sites decodes only the rows that changed. Callers get copies (they change states in place).
+_DECODED: dict[tuple[str, str], tuple[str, SiteState]] = {}
 
 
 class StateStore:
@@ -54,7 +57,17 @@ class StateStore:
             rows = db.execute("SELECT site, data FROM site_state").fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"state store {self.path}: {exc}") from exc
-        return {site: _decode(data) for site, data in rows}
+        return {site: self._decoded(site, data) for site, data in rows}
+
+    def _decoded(self, site: str, data: str) -> SiteState:
+        key = (str(self.path), site)
+        hit = _DECODED.get(key)
+        if hit is None or hit[0] != data:
+            hit = _DECODED[key] = (data, _decode(data))
+        state = object.__new__(SiteState)
+        state.__dict__.update(hit[1].__dict__)
+        state.extra = dict(state.extra)
+        return state
 
     def load_some(self, sites: list[str]) -> dict[str, SiteState]:
         """The states of `sites` only (one page of the status page, out of thousands)."""
@@ -66,7 +79,7 @@ class StateStore:
                               sites).fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"state store {self.path}: {exc}") from exc
-        return {site: _decode(data) for site, data in rows}
+        return {site: self._decoded(site, data) for site, data in rows}
 
     def get(self, site: str) -> SiteState:
         return self.load_all().get(site, SiteState())
