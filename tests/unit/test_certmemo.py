@@ -118,3 +118,19 @@ def test_loaded_again_replaces_what_another_process_parsed(tmp_path: Path) -> No
     parent.load(file, again=True)
     with parent.refusing_parse():
         assert parent.observe(path) == new and new != old
+
+
+def test_a_certificate_in_two_files_is_one_object_after_loading(tmp_path: Path) -> None:
+    pem = cert_files(("a.example",)).cert
+    live, published, file = tmp_path / "live.pem", tmp_path / "pub.pem", tmp_path / "memo.json"
+    write(live, pem)
+    write(published, pem)
+    first = CertMemo()
+    first.observe(live)
+    first.observe(published)
+    first.save(file)
+    again = CertMemo()
+    again.load(file)
+    with again.refusing_parse():
+        assert again.observe(live) is again.observe(published)
+        assert again.observe(live) == parse_pem(pem)

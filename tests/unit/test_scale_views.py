@@ -23,7 +23,7 @@ def test_attention_first_then_the_rest() -> None:
 def test_one_page_of_many_with_a_summary_and_links() -> None:
     rows = [PageRow(name=f"s{i}", domains=(f"s{i}.example",), state="valid") for i in range(PER_PAGE)]
     counts = {"valid": 1995, "failing": 3, "unpublished": 2}
-    assert page_count(2000) == 20 and page_count(1) == 1 and page_count(0) == 1
+    assert page_count(2000, 100) == 20 and page_count(1) == 1 and page_count(0) == 1
     page = render(rows, NOW, META, counts=counts, page=2, pages=20)
     assert "<title>tlsbridge: 2000 sites, 3 failing</title>" in page
     assert page.count('<tr id="site-') == PER_PAGE

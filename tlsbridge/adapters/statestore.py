@@ -8,9 +8,11 @@ nothing is due and has nothing new to remember only reads.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
+import sys
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -20,9 +22,10 @@ from tlsbridge.errors import StateError
 from tlsbridge.model import AriWindow, SiteState
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS site_state (site TEXT PRIMARY KEY, data TEXT NOT NULL)"
-# (database, site) -> (its row's text, the state decoded from it): a pass over thousands of
-# sites decodes only the rows that changed. Callers get copies (they change states in place).
-_DECODED: dict[tuple[str, str], tuple[str, SiteState]] = {}
+# (database, site) -> (digest of its row's text, the state decoded from it): a pass over
+# thousands of sites decodes only the rows that changed. Callers get copies (they change states
+# in place).
+_DECODED: dict[tuple[str, str], tuple[bytes, SiteState]] = {}
 
 
 class StateStore:
@@ -61,9 +64,10 @@ class StateStore:
 
     def _decoded(self, site: str, data: str) -> SiteState:
         key = (str(self.path), site)
+        digest = hashlib.blake2b(data.encode(), digest_size=16).digest()
         hit = _DECODED.get(key)
-        if hit is None or hit[0] != data:
-            hit = _DECODED[key] = (data, _decode(data))
+        if hit is None or hit[0] != digest:
+            hit = _DECODED[key] = (digest, _decode(data))
         state = object.__new__(SiteState)
         state.__dict__.update(hit[1].__dict__)
         state.extra = dict(state.extra)
@@ -122,6 +126,12 @@ def _decode(data: str) -> SiteState:
     for key in _DATES:
         if raw.get(key):
             raw[key] = datetime.fromisoformat(raw[key])
+    for key in ("chosen_for", "ari_for"):  # fingerprints: one string shared with the memo's
+        if isinstance(raw.get(key), str):
+            raw[key] = sys.intern(raw[key])
+    if isinstance(raw.get("extra"), dict):
+        raw["extra"] = {k: sys.intern(v) if isinstance(v, str) and len(v) == 64 else v
+                        for k, v in raw["extra"].items()}
     if raw.get("ari"):
         a = raw["ari"]
         raw["ari"] = AriWindow(

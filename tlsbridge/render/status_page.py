@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
 
-PER_PAGE = 100
+PER_PAGE = 200  # rows per page: up to 200 sites, one page as before
 # Display order: what needs attention first.
 ATTENTION = {"failing": 0, "expired": 0, "placeholder": 1, "unpublished": 1, "missing": 1, "due": 2,
              "valid": 3}
