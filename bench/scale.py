@@ -23,7 +23,7 @@ Per N, one run:
 4. In-process: `Reconciler.run_pass()` and the sidecar's after-pass refresh (`status.collect`).
 5. The sidecar: `tlsbridge run` on the tree with an accelerated clock (TLSBRIDGE_FAKE_RATE=60,
    check_interval 1m, no jitter: a full pass every wall second; nothing becomes due in the
-   minutes of clock that elapse). Pass durations from its JSON log (`--passes` passes after the
+   minutes of clock that elapse). Start to /readyz; pass durations from its JSON log (`--passes` passes after the
    first), then `--gets` timed GETs of `/` and `/metrics`, then VmRSS from /proc/PID/status.
 
 Medians throughout. Writes bench/out/scale.json, the table into bench/README.md (between the
@@ -258,7 +258,8 @@ def processes(root: Path, cfg: Path, rounds: int, env: dict[str, str]) -> dict[s
 
 
 def in_process(cfg_path: Path, rounds: int) -> dict[str, float]:
-    """run_pass and the after-pass refresh in a fresh interpreter (a clean MEMO)."""
+    """run_pass and the after-pass refresh in a fresh interpreter (a clean MEMO): CPU time,
+    which other processes on the machine inflate less than wall time."""
     code = f"""
 import json, sys, time, statistics
 from pathlib import Path
@@ -271,8 +272,8 @@ cfg = config.load(Path({str(cfg_path)!r})); clock = SystemClock(); rec = build_r
 rec.run_pass(); collect(cfg, clock.now())
 p, r = [], []
 for _ in range({rounds}):
-    t = time.perf_counter(); rec.run_pass(); p.append((time.perf_counter() - t) * 1000)
-    t = time.perf_counter(); collect(cfg, clock.now()); r.append((time.perf_counter() - t) * 1000)
+    t = time.process_time(); rec.run_pass(); p.append((time.process_time() - t) * 1000)
+    t = time.process_time(); collect(cfg, clock.now()); r.append((time.process_time() - t) * 1000)
 print(json.dumps({{"run_pass_ms": statistics.median(p), "refresh_ms": statistics.median(r)}}))
 """
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=600)
@@ -336,7 +337,7 @@ def sidecar(cfg: Path, passes: int, gets: int, env: dict[str, str]) -> dict[str,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return {"ready_s": round(ready_s, 2), "pass_ms": round(med(steady), 1), "first_pass_ms": durations[0],
+    return {"ready_s": round(ready_s, 2), "pass_ms": round(med(steady), 1), "pass_min_ms": min(steady), "first_pass_ms": durations[0],
             "pass_samples_ms": steady, "page_ms": round(med(page), 1),
             "metrics_ms": round(med(metrics), 1), "page_bytes": sizes["/"],
             "metrics_bytes": sizes["/metrics"], "rss_after_passes_mib": round(rss_passes, 1),
@@ -369,8 +370,9 @@ ROWS = [  # key, label, goal at the largest N
     ("status_json", "`tlsbridge status --json` (ms)", None),
     ("python_floor", "`python -c pass` (ms)", None),
     ("pass_ms", "sidecar pass, nothing due (ms, from its log)", "< 60"),
-    ("run_pass_ms", "in-process `run_pass` (ms)", None),
-    ("refresh_ms", "in-process after-pass refresh (ms)", None),
+    ("pass_min_ms", "sidecar pass, the fastest of the run (ms)", None),
+    ("run_pass_ms", "in-process `run_pass`, CPU time (ms)", None),
+    ("refresh_ms", "in-process after-pass refresh, CPU time (ms)", None),
     ("page_ms", "GET `/` status page (ms)", "< 100"),
     ("metrics_ms", "GET `/metrics` (ms)", "< 100"),
     ("page_kib", "status page size (KiB)", None),

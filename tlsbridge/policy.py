@@ -5,6 +5,7 @@ No I/O and no clock reads: `now` and the random source are arguments, so tests p
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -144,6 +145,7 @@ def backoff(failures: int, rng: random.Random, retry_after: datetime | None, now
     return at
 
 
+@functools.lru_cache(maxsize=8192)  # the same stored moments come back on every pass
 def _ts(at: datetime) -> str:
     """2026-06-01T12:00Z (times here are UTC; isoformat is ~2x faster than strftime)."""
     return at.isoformat(timespec="minutes")[:16] + "Z"

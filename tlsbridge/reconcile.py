@@ -99,6 +99,7 @@ class Reconciler:
         self._ari = ari
         self.deliverer = deliverer
         self.rng = rng or random.Random()
+        self._hashes: dict[str, str] = {}  # site_hash per site: the config is fixed for a Reconciler
 
     # -- lazily built adapters (keep the nothing-due path free of their imports) -----------------
     @property
@@ -192,7 +193,8 @@ class Reconciler:
         """Observe and decide for one site; True when `state` changed and must be saved."""
         cert = self.certstore.observe(site.name)
         changed = False
-        if state.config_hash != (h := site_hash(self.cfg, site)):
+        h = self._hashes.get(site.name) or self._hashes.setdefault(site.name, site_hash(self.cfg, site))
+        if state.config_hash != h:
             state.config_hash, state.failures, state.next_attempt = h, 0, None
             changed = True
         if cert is not None:
