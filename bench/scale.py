@@ -410,7 +410,7 @@ def plot(results: list[dict[str, Any]]) -> None:
 
     ns = [r["n"] for r in results]
     flats = [flat(r) for r in results]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [2, 1]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 5.6), gridspec_kw={"width_ratios": [2, 1]})
     for key, label, style in (("certbot_renew", "certbot renew", "o-"),
                               ("tlsbridge_renew", "tlsbridge renew", "s-"),
                               ("status_json", "tlsbridge status --json", "^-"),
@@ -423,12 +423,14 @@ def plot(results: list[dict[str, Any]]) -> None:
     ax.set(xscale="log", yscale="log", xlabel="sites", ylabel="milliseconds (median)",
            title="Time per operation (goals: pass < 60 ms dotted, pages < 100 ms dashed)")
     ax.set_xticks(ns, [f"{n:,}" for n in ns])
+    ax.set_xticks([], minor=True)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3)
     bx.plot(ns, [f["rss_mib"] for f in flats], "o-", label="sidecar VmRSS")
     bx.axhline(60, color="grey", ls="--", lw=1, label="goal at 2,000 (60 MiB)")
     bx.set(xscale="log", xlabel="sites", ylabel="MiB", title="Sidecar memory", ylim=(0, None))
     bx.set_xticks(ns, [f"{n:,}" for n in ns])
+    bx.set_xticks([], minor=True)
     bx.grid(True, alpha=0.3)
     bx.legend(fontsize=9)
     fig.tight_layout()
@@ -454,7 +456,14 @@ def main() -> int:
     ap.add_argument("--gets", type=int, default=15, help="timed GETs of / and of /metrics")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached trees")
     ap.add_argument("--no-readme", action="store_true", help="do not touch bench/README.md and the plot")
+    ap.add_argument("--replot", action="store_true",
+                    help="only rewrite the table and the plot from bench/out/scale.json")
     args = ap.parse_args()
+    if args.replot:
+        doc = json.loads((OUT / "scale.json").read_text())
+        write_readme(table(doc["results"], doc["when"], tuple(doc["loadavg_start"])))  # type: ignore[arg-type]
+        plot(doc["results"])
+        return 0
     OUT.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # a real install has .pyc files: cache them
