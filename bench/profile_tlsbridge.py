@@ -169,7 +169,7 @@ res["cold_top_tottime"] = top(prof, "tottime", 25)
 from pathlib import Path
 from tlsbridge import config as config_mod
 from tlsbridge.clock import SystemClock
-from tlsbridge.reconcile import Reconciler
+from tlsbridge.wiring import build_reconciler as Reconciler
 def best_med(fn):
     ts = []
     for _ in range(repeat):
@@ -189,18 +189,19 @@ if command == "renew":
         r = Reconciler(cfg, SystemClock())
         out = r.run_pass()
         assert all(o.plan.decision.reason == "NotDue" for o in out), [o.plan.decision for o in out][:3]
-        r.store.close()
+        r.ports.store.close()
     res["warm_run_pass"] = best_med(one_pass)
+    from tlsbridge.adapters.certmemo import CertMemo
     from tlsbridge.adapters.certstore import CertStore
     from tlsbridge.certinfo import parse_pem
     names = list(cfg.sites)
-    cs = CertStore(cfg.certbot.config_dir)
+    cs = CertStore(cfg.certbot.config_dir, CertMemo())
     pems = [(cs.live_dir(n) / "cert.pem").read_bytes() for n in names]
     res["warm_parse_all_certs"] = best_med(lambda: [parse_pem(p) for p in pems])
     res["warm_read_all_files"] = best_med(lambda: [cs.files(n) for n in names])
     r = Reconciler(cfg, SystemClock())
-    res["warm_is_current_all"] = best_med(lambda: [r.publisher.is_current(n, cs.files(n)) for n in names])
-    res["warm_state_load_all"] = best_med(lambda: Reconciler(cfg, SystemClock()).store.load_all())
+    res["warm_is_current_all"] = best_med(lambda: [r.ports.publisher.is_current(n, cs.files(n)) for n in names])
+    res["warm_state_load_all"] = best_med(lambda: Reconciler(cfg, SystemClock()).ports.store.load_all())
     # 3. warm profile of one pass
     prof = cProfile.Profile()
     prof.enable()

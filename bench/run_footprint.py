@@ -62,11 +62,9 @@ def build_tree(tree: Path, n: int) -> Path:
     from cryptography.x509.oid import NameOID
 
     from tlsbridge import config
-    from tlsbridge.adapters.certstore import CertStore
-    from tlsbridge.adapters.publish import Publisher
-    from tlsbridge.adapters.statestore import StateStore
     from tlsbridge.model import AriWindow, SiteState
-    from tlsbridge.reconcile import DELIVERED, site_hash
+    from tlsbridge.policy import site_hash
+    from tlsbridge.wiring import build_ports
 
     cfg_path = tree / "tlsbridge.yaml"
     if (tree / "done").exists():
@@ -114,12 +112,12 @@ def build_tree(tree: Path, n: int) -> Path:
     }
     cfg_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     cfg = config.load(cfg_path)
-    certstore, publisher = CertStore(cfg.certbot.config_dir), Publisher(cfg.publish.dir)
-    store = StateStore(cfg.state.dir)
+    ports = build_ports(cfg)
+    certstore, publisher, store = ports.certs, ports.publisher, ports.store
     rng = random.Random(1)
     for site in cfg.sites.values():
         files = certstore.files(site.name)
-        observed = certstore.observe(site.name)
+        observed = certstore.current_cert(site.name)
         assert files is not None and observed is not None
         publisher.publish(site.name, files)
         start = observed.not_after - timedelta(days=30)
@@ -128,7 +126,7 @@ def build_tree(tree: Path, n: int) -> Path:
         store.save(site.name, SiteState(chosen_renewal=chosen, chosen_for=observed.fingerprint,
                                         ari=window, ari_for=observed.fingerprint,
                                         config_hash=site_hash(cfg, site),
-                                        extra={DELIVERED: observed.fingerprint}))
+                                        delivered=observed.fingerprint))
     store.close()
     (tree / "done").write_text(now.isoformat())
     return cfg_path
@@ -154,7 +152,7 @@ def in_process(cfg_path: Path, rounds: int) -> dict[str, Any]:
         rec.run_pass()
         passes.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
-        collect(cfg, clock.now())
+        collect(cfg, rec.ports, clock.now())
         refreshes.append((time.perf_counter() - t0) * 1000)
     return {"sites": len(first), "run_pass_ms": stats(passes), "refresh_ms": stats(refreshes)}
 

@@ -8,13 +8,16 @@
 #   3. tools/trixie: Debian 13's pebble 2.6 (with ARI) + docker-compose, via fetch-trixie.sh
 #   4. dockerd, started in the background (log: tools/dockerd.log) unless `docker info` works
 #   5. the nginx test image (scripts/build-nginx-image.sh; rebuilt only when missing)
+#   6. tools/bind9: Debian 12's bind9 `named` for the DNS-01 tests, unpacked with `dpkg -x` (its
+#      libraries, bind9-libs, come with step 1): the package is never installed, so no `bind` user,
+#      no named.service, nothing started; the tests run named in their own folder on free ports
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export DEBIAN_FRONTEND=noninteractive
 
 # 1. apt packages ---------------------------------------------------------------------
-pkgs=(docker.io nginx-light openssl curl busybox-static python3-venv chromium systemd)
+pkgs=(docker.io nginx-light openssl curl busybox-static python3-venv chromium systemd bind9-libs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -49,6 +52,15 @@ else
   echo "pip: no pyproject.toml yet, skipped"
 fi
 
+# 2b. the TLS scanner (sslyze) of tests/security in its own venv: it pins an older cryptography
+if [ -x .venv-scan/bin/sslyze ]; then
+  echo "scan: .venv-scan present"
+else
+  python3 -m venv .venv-scan
+  .venv-scan/bin/pip install -q "$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["scan"][0])')"
+  echo "scan: installed sslyze into .venv-scan"
+fi
+
 # 3. Debian 13 tools ----------------------------------------------------------------------
 trixie=tools/trixie
 if [ -x $trixie/usr/bin/pebble ] && [ -x $trixie/usr/bin/pebble-challtestsrv ] \
@@ -57,6 +69,21 @@ if [ -x $trixie/usr/bin/pebble ] && [ -x $trixie/usr/bin/pebble-challtestsrv ] \
 else
   scripts/fetch-trixie.sh "$trixie" pebble docker-compose >/dev/null
   echo "tools: fetched pebble, docker-compose into $trixie"
+fi
+
+# 3b. promtool (checks deploy/prometheus/ in the tests): Debian 12's prometheus package,
+#     downloaded and unpacked into tools/prometheus; nothing is installed or started
+if [ -x tools/prometheus/usr/bin/promtool ]; then
+  echo "tools: promtool present"
+else
+  ptmp=$(mktemp -d)
+  popts=(-o APT::Sandbox::User=root -qq)
+  (cd "$ptmp" && { apt-get "${popts[@]}" download prometheus >/dev/null 2>&1 \
+     || { apt-get update -qq && apt-get "${popts[@]}" download prometheus >/dev/null; }; })
+  mkdir -p tools/prometheus
+  dpkg -x "$ptmp"/prometheus_*.deb tools/prometheus
+  rm -rf "$ptmp"
+  echo "tools: unpacked promtool into tools/prometheus"
 fi
 
 # 4. docker engine ------------------------------------------------------------------------
@@ -80,3 +107,20 @@ fi
 
 # 5. nginx test image -------------------------------------------------------------------
 scripts/build-nginx-image.sh
+
+# 6. bind9's named, unpacked (not installed: no service to start or stop) -----------------
+bind=tools/bind9
+if [ -x $bind/usr/sbin/named ] && $bind/usr/sbin/named -V >/dev/null 2>&1; then
+  echo "bind9: $bind present"
+else
+  tmp=$(mktemp -d)
+  get() { (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root bind9 >/dev/null); }
+  get || { apt-get update -qq && get; }
+  # named links the versioned libraries of bind9-libs: install exactly the matching ones
+  apt-get install -y -qq "bind9-libs=$(dpkg-deb -f "$tmp"/bind9_*.deb Version)" >/dev/null
+  mkdir -p $bind
+  dpkg -x "$tmp"/bind9_*.deb $bind
+  rm -rf "$tmp"
+  $bind/usr/sbin/named -V >/dev/null
+  echo "bind9: unpacked $($bind/usr/sbin/named -v) into $bind"
+fi

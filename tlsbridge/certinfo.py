@@ -25,10 +25,11 @@ def parse_pem(pem: bytes) -> ObservedCert:
     from cryptography import x509
 
     cert = x509.load_pem_x509_certificate(pem)
-    return observe(cert)
+    return from_x509(cert)
 
 
-def observe(cert: x509.Certificate) -> ObservedCert:
+def from_x509(cert: x509.Certificate) -> ObservedCert:
+    """What tlsbridge needs to know about a certificate (names, dates, key type, ARI id...)."""
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
     from cryptography.x509.oid import NameOID

@@ -7,7 +7,6 @@ in error messages.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -16,8 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tlsbridge.durations import parse_duration
-from tlsbridge.errors import ConfigError
+from tlsbridge import names
 
 DIRECTORY_ALIASES = {
     "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
@@ -25,9 +23,7 @@ DIRECTORY_ALIASES = {
 }
 KEY_TYPES = ("ecdsa", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096")
 METHODS = ("webroot", "standalone", "dns")
-SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+CHALLENGE_KEYS = ("method", "webroot", "http_port", "dns_plugin", "dns_credentials", "dns_propagation")
 _SOURCE_DEFAULT = "tlsbridge.yaml"
 
 
@@ -112,6 +108,10 @@ class Site:
     verify: tuple[str, int] | None = None
     upstream: str | None = None
     hsts: bool = False
+    # The site's EFFECTIVE challenge: the top-level block with the site's own keys over it.
+    challenge: ChallengeConfig = ChallengeConfig()
+    # Which challenge keys the site itself set (to name sites.<name>.challenge.<key> in errors).
+    challenge_overrides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,123 +145,20 @@ def default_config_path() -> Path:
 
 def load(path: Path) -> Config:
     """Read and validate a config file. Raises ConfigError (one line: file, key path, problem)."""
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, "", "file not found (give --config PATH or set $TLSBRIDGE_CONFIG)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, "", f"cannot read: {exc.__class__.__name__}: {exc}") from None
-    return parse(text, source=source, base=path.resolve().parent)
+    from tlsbridge.adapters import yamlfile
+
+    return parse(yamlfile.read_text(path), source=str(path), base=path.resolve().parent)
 
 
 def parse(text: str, source: str = _SOURCE_DEFAULT, base: Path | None = None) -> Config:
     """Parse YAML text into a Config; relative paths are taken from `base` (the file's folder)."""
-    import yaml
+    from tlsbridge.adapters import yamlfile
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        raw = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(source, where, f"broken YAML: {problem}") from None
-    return _Parser(source, base or Path.cwd()).config(raw)
+    return _Parser(source, base or Path.cwd()).config(yamlfile.parse(text, source))
 
 
-class _Parser:
-    def __init__(self, source: str, base: Path) -> None:
-        self.source = source
-        self.base = base
-
-    # -- primitives ---------------------------------------------------------------------------
-    def fail(self, path: str, problem: str) -> ConfigError:
-        return ConfigError(self.source, path, problem)
-
-    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(path or "(top level)", f"expected a mapping, got {_kind(value)}")
-        for key in value:
-            if not isinstance(key, str):
-                raise self.fail(path or "(top level)", f"keys must be strings, got {_kind(key)}")
-            if key not in allowed:
-                hint = ", ".join(allowed)
-                raise self.fail(_join(path, key), f"unknown key (expected one of: {hint})")
-        return value
-
-    def string(self, value: Any, path: str, *, optional: bool = False) -> str | None:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise self.fail(path, f"expected a string, got {_kind(value)}")
-        text = self.interpolate(str(value), path)
-        if not text and not optional:
-            raise self.fail(path, "must not be empty")
-        return text or None
-
-    def interpolate(self, text: str, path: str) -> str:
-        def sub(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
-            raise self.fail(path, f"environment variable {name} is not set")
-
-        return _ENV.sub(sub, text)
-
-    def path(self, value: Any, key: str, *, optional: bool = False) -> Path | None:
-        text = self.string(value, key, optional=optional)
-        if text is None:
-            return None
-        p = Path(text).expanduser()
-        return p if p.is_absolute() else (self.base / p)
-
-    def req_path(self, value: Any, key: str) -> Path:
-        p = self.path(value, key)
-        assert p is not None
-        return p
-
-    def duration(self, value: Any, path: str) -> timedelta:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise self.fail(path, f"expected a duration like 30d or 12h, got {_kind(value)}")
-        if isinstance(value, int):
-            return timedelta(seconds=value)
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            raise self.fail(path, str(exc)) from None
-
-    def boolean(self, value: Any, path: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(path, f"expected true or false, got {_kind(value)}")
-        return value
-
-    def integer(self, value: Any, path: str, low: int, high: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(path, f"expected an integer, got {_kind(value)}")
-        if not low <= value <= high:
-            raise self.fail(path, f"{value} is out of range {low}..{high}")
-        return value
-
-    def mode(self, value: Any, path: str) -> int:
-        text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
-        if not re.fullmatch(r"0?[0-7]{3}", text):
-            raise self.fail(path, "expected an octal file mode as a string, like '0640'")
-        mode = int(text, 8)
-        if mode & 0o002:
-            raise self.fail(path, f"{text} would make files world-writable")
-        return mode
-
-    def str_list(self, value: Any, path: str) -> list[str]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.fail(path, f"expected a list, got {_kind(value)}")
-        return [self.string(v, f"{path}[{i}]") or "" for i, v in enumerate(value)]
+class _Parser(names.Reader):
+    """The sections of the config, read with the primitives of names.Reader."""
 
     # -- sections -----------------------------------------------------------------------------
     def config(self, raw: Any) -> Config:
@@ -272,7 +169,8 @@ class _Parser:
              "daemon_tls"),
         )
         challenge = self.challenge(top.get("challenge"))
-        sites = self.sites(top.get("sites"), challenge)
+        top_challenge = self.mapping(top.get("challenge"), "challenge", CHALLENGE_KEYS)
+        sites = self.sites(top.get("sites"), challenge, top_challenge)
         daemon_tls = self.daemon_tls(top.get("daemon_tls"), sites)
         return Config(
             source=self.source,
@@ -296,25 +194,25 @@ class _Parser:
         directory = self.string(m.get("directory", "letsencrypt"), "acme.directory") or ""
         directory = DIRECTORY_ALIASES.get(directory, directory)
         if not re.match(r"^https?://[^/\s]+", directory):
-            raise self.fail("acme.directory", "expected letsencrypt, letsencrypt-staging or an http(s):// URL")
+            self.error("acme.directory", "expected letsencrypt, letsencrypt-staging or an http(s):// URL")
         email = self.string(m.get("email"), "acme.email", optional=True)
         if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-            raise self.fail("acme.email", "not an e-mail address")
+            self.error("acme.email", "not an e-mail address")
         ca_bundle = self.path(m.get("ca_bundle"), "acme.ca_bundle", optional=True)
         if ca_bundle is not None and not ca_bundle.is_file():
-            raise self.fail("acme.ca_bundle", f"{ca_bundle} is not a readable file")
+            self.error("acme.ca_bundle", f"{ca_bundle} is not a readable file")
         key_type = self.string(m.get("key_type", "ecdsa"), "acme.key_type") or ""
         if key_type not in KEY_TYPES:
-            raise self.fail("acme.key_type", f"{key_type!r} is not one of {', '.join(KEY_TYPES)}")
+            self.error("acme.key_type", f"{key_type!r} is not one of {', '.join(KEY_TYPES)}")
         profile = self.string(m.get("profile"), "acme.profile", optional=True)
         if profile is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", profile):
-            raise self.fail("acme.profile", "a profile name is letters, digits, '.', '_' or '-'")
+            self.error("acme.profile", "a profile name is letters, digits, '.', '_' or '-'")
         eab = None
         if m.get("eab") is not None:
             e = self.mapping(m["eab"], "acme.eab", ("kid", "hmac_key"))
             for key in ("kid", "hmac_key"):
                 if key not in e:
-                    raise self.fail(f"acme.eab.{key}", "is required when acme.eab is set")
+                    self.error(f"acme.eab.{key}", "is required when acme.eab is set")
             eab = Eab(kid=self.string(e["kid"], "acme.eab.kid") or "",
                       hmac_key=self.string(e["hmac_key"], "acme.eab.hmac_key") or "")
         return AcmeConfig(directory=directory, email=email, ca_bundle=ca_bundle, key_type=key_type,
@@ -325,7 +223,7 @@ class _Parser:
         d = CertbotConfig()
         timeout = self.duration(m["timeout"], "certbot.timeout") if "timeout" in m else d.timeout
         if timeout.total_seconds() < 10:
-            raise self.fail("certbot.timeout", "must be at least 10s")
+            self.error("certbot.timeout", "must be at least 10s")
         return CertbotConfig(
             config_dir=self.req_path(m.get("config_dir", str(d.config_dir)), "certbot.config_dir"),
             work_dir=self.req_path(m.get("work_dir", str(d.work_dir)), "certbot.work_dir"),
@@ -333,28 +231,39 @@ class _Parser:
             timeout=timeout,
         )
 
-    def challenge(self, raw: Any) -> ChallengeConfig:
-        m = self.mapping(raw, "challenge", ("method", "webroot", "http_port", "dns_plugin",
-                                            "dns_credentials", "dns_propagation"))
+    def challenge(self, raw: Any, site: str | None = None,
+                  top: Mapping[str, Any] | None = None) -> ChallengeConfig:
+        """The top-level block (site None), or a site's block over the top-level one, key by key.
+
+        Each error names where the value came from: challenge.KEY or sites.NAME.challenge.KEY.
+        """
+        where = f"sites.{site}.challenge" if site is not None else "challenge"
+        own = self.mapping(raw, where, CHALLENGE_KEYS)
+        values: dict[str, tuple[Any, str]] = {k: (v, f"challenge.{k}") for k, v in (top or {}).items()}
+        values.update((k, (v, f"{where}.{k}")) for k, v in own.items())
         d = ChallengeConfig()
-        method = self.string(m.get("method", d.method), "challenge.method") or ""
+
+        def get(key: str, default: Any = None) -> tuple[Any, str]:
+            return values.get(key, (default, f"{where}.{key}"))
+
+        value, key = get("method", d.method)
+        method = self.string(value, key) or ""
         if method not in METHODS:
-            raise self.fail("challenge.method", f"{method!r} is not one of {', '.join(METHODS)}")
-        plugin = self.string(m.get("dns_plugin"), "challenge.dns_plugin", optional=True)
+            self.error(key, f"{method!r} is not one of {', '.join(METHODS)}")
+        value, key = get("dns_plugin")
+        plugin = self.string(value, key, optional=True)
         if method == "dns" and plugin is None:
-            raise self.fail("challenge.dns_plugin",
-                            "is required with method dns (a certbot DNS plugin, e.g. cloudflare)")
+            self.error(key, "is required with method dns (a certbot DNS plugin, e.g. cloudflare)")
         if plugin is not None and not re.fullmatch(r"[a-z0-9-]+", plugin):
-            raise self.fail("challenge.dns_plugin", "a certbot DNS plugin name, e.g. cloudflare or rfc2136")
-        propagation = None
-        if m.get("dns_propagation") is not None:
-            propagation = self.duration(m["dns_propagation"], "challenge.dns_propagation")
+            self.error(key, "a certbot DNS plugin name, e.g. cloudflare or rfc2136")
+        value, key = get("dns_propagation")
+        propagation = None if value is None else self.duration(value, key)
         return ChallengeConfig(
             method=method,
-            webroot=self.req_path(m.get("webroot", str(d.webroot)), "challenge.webroot"),
-            http_port=self.integer(m.get("http_port", d.http_port), "challenge.http_port", 1, 65535),
+            webroot=self.req_path(*get("webroot", str(d.webroot))),
+            http_port=self.integer(*get("http_port", d.http_port), 1, 65535),
             dns_plugin=plugin,
-            dns_credentials=self.path(m.get("dns_credentials"), "challenge.dns_credentials", optional=True),
+            dns_credentials=self.path(*get("dns_credentials"), optional=True),
             dns_propagation=propagation,
         )
 
@@ -363,11 +272,14 @@ class _Parser:
         d = PublishConfig()
         key_mode = self.mode(m["key_mode"], "publish.key_mode") if "key_mode" in m else d.key_mode
         if key_mode & 0o004:
-            raise self.fail("publish.key_mode", "private keys must never be world-readable")
+            self.error("publish.key_mode", "private keys must never be world-readable")
+        folder = self.req_path(m.get("dir", str(d.dir)), "publish.dir")
+        if folder.exists() and not folder.is_dir():
+            self.error("publish.dir", f"{folder} exists and is not a folder")
         return PublishConfig(
-            dir=self.req_path(m.get("dir", str(d.dir)), "publish.dir"),
-            owner=self.string(m.get("owner"), "publish.owner", optional=True),
-            group=self.string(m.get("group"), "publish.group", optional=True),
+            dir=folder,
+            owner=self.check("publish.owner", names.user, self.string(m.get("owner"), "publish.owner", optional=True)),
+            group=self.check("publish.group", names.group, self.string(m.get("group"), "publish.group", optional=True)),
             key_mode=key_mode,
             cert_mode=self.mode(m["cert_mode"], "publish.cert_mode") if "cert_mode" in m else d.cert_mode,
             keep=self.integer(m.get("keep", d.keep), "publish.keep", 1, 100),
@@ -379,10 +291,10 @@ class _Parser:
         before = m.get("before_expiry", "auto")
         before_expiry = None if before == "auto" else self.duration(before, "renewal.before_expiry")
         if before_expiry is not None and before_expiry <= timedelta(0):
-            raise self.fail("renewal.before_expiry", "must be auto or a positive duration")
+            self.error("renewal.before_expiry", "must be auto or a positive duration")
         interval = self.duration(m.get("check_interval", "12h"), "renewal.check_interval")
         if interval < timedelta(minutes=1):
-            raise self.fail("renewal.check_interval", "must be at least 1m")
+            self.error("renewal.check_interval", "must be at least 1m")
         jitter = self.duration(m["jitter"], "renewal.jitter") if "jitter" in m else d.jitter
         return RenewalConfig(before_expiry=before_expiry, check_interval=interval, jitter=jitter)
 
@@ -390,120 +302,97 @@ class _Parser:
         m = self.mapping(raw, "docker", ("host", "timeout"))
         host = self.string(m.get("host"), "docker.host", optional=True)
         if host is not None and not re.match(r"^(unix|tcp|ssh|npipe)://", host):
-            raise self.fail("docker.host", "expected unix://PATH, tcp://HOST:PORT or ssh://HOST")
+            self.error("docker.host", "expected unix://PATH, tcp://HOST:PORT or ssh://HOST")
         timeout = self.duration(m["timeout"], "docker.timeout") if "timeout" in m else DockerConfig().timeout
+        if timeout < timedelta(seconds=1):
+            self.error("docker.timeout", "must be at least 1s (each Docker API call gets this long)")
         return DockerConfig(host=host, timeout=timeout)
 
-    def sites(self, raw: Any, challenge: ChallengeConfig) -> dict[str, Site]:
+    def sites(self, raw: Any, challenge: ChallengeConfig, top_challenge: Mapping[str, Any]) -> dict[str, Site]:
         if raw is None:
             return {}
         if not isinstance(raw, dict):
-            raise self.fail("sites", f"expected a mapping of site name to site, got {_kind(raw)}")
+            self.error("sites", f"expected a mapping of site name to site, got {names.kind(raw)}")
         sites: dict[str, Site] = {}
         owner: dict[str, str] = {}
         for name, body in raw.items():
             key = f"sites.{name}"
-            if not isinstance(name, str) or not SITE_NAME.match(name):
-                key = f"sites[{name!r}]"
-                raise self.fail(key, "a site name is lowercase letters, digits, '.', '_' or '-' "
-                                     "(at most 64, starting with a letter or digit; never a path)")
-            site = self.site(name, body, challenge)
+            if not names.is_site_name(name):
+                self.error(f"sites[{name!r}]", names.SITE_NAME_RULE)
+            site = self.site(name, body, challenge, top_challenge)
             for i, domain in enumerate(site.domains):
                 if domain in owner:
-                    raise self.fail(f"{key}.domains[{i}]", f"{domain} is already a domain of site {owner[domain]}")
+                    self.error(f"{key}.domains[{i}]", f"{domain} is already a domain of site {owner[domain]}")
                 owner[domain] = name
             sites[name] = site
         return sites
 
-    def site(self, name: str, raw: Any, challenge: ChallengeConfig) -> Site:
+    def site(self, name: str, raw: Any, challenge: ChallengeConfig, top_challenge: Mapping[str, Any]) -> Site:
         key = f"sites.{name}"
-        m = self.mapping(raw, key, ("domains", "reload", "verify", "upstream", "hsts"))
+        m = self.mapping(raw, key, ("domains", "reload", "verify", "upstream", "hsts", "challenge"))
+        overrides: tuple[str, ...] = ()
+        if m.get("challenge") is not None:
+            overrides = tuple(self.mapping(m["challenge"], f"{key}.challenge", CHALLENGE_KEYS))
+            challenge = self.challenge(m["challenge"], name, top_challenge)
         if "domains" not in m:
-            raise self.fail(f"{key}.domains", "is required (a list of domain names)")
-        names = self.str_list(m["domains"], f"{key}.domains")
-        if not names:
-            raise self.fail(f"{key}.domains", "needs at least one domain")
+            self.error(f"{key}.domains", "is required (a list of domain names)")
+        given = self.str_list(m["domains"], f"{key}.domains")
+        if not given:
+            self.error(f"{key}.domains", "needs at least one domain")
+        if len(given) > names.MAX_NAMES:
+            self.error(f"{key}.domains", f"{len(given)} names: a certificate holds at most {names.MAX_NAMES} "
+                                         "(split the site)")
         domains: list[str] = []
-        for i, d in enumerate(names):
+        for i, d in enumerate(given):
             dk = f"{key}.domains[{i}]"
-            ascii_name = self.domain(d, dk, challenge.method)
+            ascii_name = self.domain(d, dk, name, challenge.method)
             if ascii_name in domains:
-                raise self.fail(dk, f"{ascii_name} is listed twice")
+                self.error(dk, f"{ascii_name} is listed twice")
             domains.append(ascii_name)
         reload = self.reload(m.get("reload"), f"{key}.reload")
         verify = None
         if m.get("verify") is not None:
-            verify = self.host_port(self.string(m["verify"], f"{key}.verify") or "", f"{key}.verify")
+            verify = self.check(f"{key}.verify", names.host_port, self.string(m["verify"], f"{key}.verify"))
         upstream = self.string(m.get("upstream"), f"{key}.upstream", optional=True)
         if upstream is not None and not re.fullmatch(r"https?://[A-Za-z0-9._\-\[\]:]+(/\S*)?", upstream):
-            raise self.fail(f"{key}.upstream", "expected an http(s):// URL, e.g. http://app:8080")
+            self.error(f"{key}.upstream", "expected an http(s):// URL, e.g. http://app:8080")
         hsts = self.boolean(m.get("hsts", False), f"{key}.hsts")
         return Site(name=name, domains=tuple(domains), reload=reload, verify=verify,
-                    upstream=upstream, hsts=hsts)
+                    upstream=upstream, hsts=hsts, challenge=challenge, challenge_overrides=overrides)
 
-    def domain(self, text: str, path: str, method: str) -> str:
-        name = text.strip().rstrip(".").lower()
-        wildcard = name.startswith("*.")
-        if wildcard:
-            if method != "dns":
-                raise self.fail(path, f"{text}: a wildcard needs challenge.method dns")
-            name = name[2:]
-        if "*" in name:
-            raise self.fail(path, f"{text}: '*' is only allowed as the whole leftmost label")
+    def domain(self, text: str, path: str, site: str, method: str) -> str:
+        if text.strip().startswith("*.") and method != "dns":
+            self.error(path, f"{text!r}: a wildcard needs challenge.method dns, and site {site} "
+                                  f"uses {method} (set sites.{site}.challenge.method: dns)")
         try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            pass
-        else:
-            raise self.fail(path, f"{text}: IP addresses are not supported, use a DNS name")
-        if name.isascii() and "xn--" not in name:
-            ascii_name = name  # plain LDH names need no IDNA pass (the label check below suffices)
-        else:
-            import idna
-
-            try:
-                ascii_name = idna.encode(name, uts46=True).decode("ascii")
-            except (idna.IDNAError, UnicodeError) as exc:
-                raise self.fail(path, f"{text}: not a valid domain name ({exc})") from None
-        labels = ascii_name.split(".")
-        if len(labels) < 2:
-            raise self.fail(path, f"{text}: needs at least two labels (a CA will not issue for a bare name)")
-        if len(ascii_name) > 253 or not all(_LABEL.match(label) for label in labels):
-            raise self.fail(path, f"{text}: not a valid domain name")
-        return ("*." if wildcard else "") + ascii_name
+            return names.dns_name(text, wildcard=True, dotted=True)
+        except ValueError as exc:
+            problem = "IP addresses are not supported, use a DNS name" if names.is_ip(text.strip()) else exc
+            self.error(path, f"{text!r}: {problem}")
 
     def reload(self, raw: Any, path: str) -> tuple[ReloadTarget, ...]:
         if raw is None:
             return ()
         if not isinstance(raw, list):
-            raise self.fail(path, f"expected a list of {{container: NAME}} or {{label: KEY=VALUE}}, got {_kind(raw)}")
+            self.error(path, "expected a list of {container: NAME} or {label: KEY=VALUE}, "
+                                  f"got {names.kind(raw)}")
         out = []
         for i, entry in enumerate(raw):
             ek = f"{path}[{i}]"
             m = self.mapping(entry, ek, ("container", "label"))
             if len(m) != 1:
-                raise self.fail(ek, "give exactly one of container: NAME or label: KEY=VALUE")
+                self.error(ek, "give exactly one of container: NAME or label: KEY=VALUE")
             if "container" in m:
                 name = self.string(m["container"], f"{ek}.container") or ""
                 if not re.fullmatch(r"/?[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-                    raise self.fail(f"{ek}.container", f"{name!r} is not a container name")
+                    self.error(f"{ek}.container", f"{name!r} is not a container name")
                 out.append(ReloadTarget(container=name.lstrip("/")))
             else:
                 label = self.string(m["label"], f"{ek}.label") or ""
                 if not re.fullmatch(r"[^=\s]+=[^\s]*", label):
-                    raise self.fail(f"{ek}.label", f"{label!r} is not KEY=VALUE")
+                    self.error(f"{ek}.label", f"{label!r} is not KEY=VALUE")
                 out.append(ReloadTarget(label=label))
         return tuple(out)
-
-    def host_port(self, text: str, path: str) -> tuple[str, int]:
-        match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\s\[\]]+):(\d+)", text)
-        if not match:
-            raise self.fail(path, f"{text!r} is not HOST:PORT")
-        host = match.group(1) or match.group(3)
-        port = int(match.group(2) or match.group(4))
-        if not 1 <= port <= 65535:
-            raise self.fail(path, f"port {port} is out of range 1..65535")
-        return host, port
 
     def daemon_tls(self, raw: Any, sites: Mapping[str, Site]) -> DaemonTlsConfig | None:
         if raw is None:
@@ -512,39 +401,26 @@ class _Parser:
         m = self.mapping(raw, key, ("out", "hostnames", "ips", "listen", "clients", "merge",
                                     "server_cert_site"))
         if "out" not in m:
-            raise self.fail(f"{key}.out", "is required (the folder for daemon.json and the TLS files)")
-        ips = self.str_list(m.get("ips"), f"{key}.ips")
-        for i, ip in enumerate(ips):
-            try:
-                ipaddress.ip_address(ip)
-            except ValueError:
-                raise self.fail(f"{key}.ips[{i}]", f"{ip!r} is not an IP address") from None
+            self.error(f"{key}.out", "is required (the folder for daemon.json and the TLS files)")
+        hostnames = [self.check(f"{key}.hostnames[{i}]", names.host_name, h)
+                     for i, h in enumerate(self.str_list(m.get("hostnames"), f"{key}.hostnames"))]
+        ips = [self.check(f"{key}.ips[{i}]", names.ip_address, ip)
+               for i, ip in enumerate(self.str_list(m.get("ips"), f"{key}.ips"))]
         listen = self.string(m.get("listen", "0.0.0.0:2376"), f"{key}.listen") or ""
-        self.host_port(listen, f"{key}.listen")
+        self.check(f"{key}.listen", names.host_port, listen)
         clients = self.str_list(m.get("clients"), f"{key}.clients")
         for i, c in enumerate(clients):
-            if not SITE_NAME.match(c):
-                raise self.fail(f"{key}.clients[{i}]", "a client name is lowercase letters, digits, '.', '_' or '-'")
+            if not names.is_client_name(c):
+                self.error(f"{key}.clients[{i}]", f"{c!r}: {names.CLIENT_NAME_RULE}")
         site = self.string(m.get("server_cert_site"), f"{key}.server_cert_site", optional=True)
         if site is not None and site not in sites:
-            raise self.fail(f"{key}.server_cert_site", f"no site named {site!r} in sites")
+            self.error(f"{key}.server_cert_site", f"no site named {site!r} in sites")
         return DaemonTlsConfig(
             out=self.req_path(m["out"], f"{key}.out"),
-            hostnames=tuple(self.str_list(m.get("hostnames"), f"{key}.hostnames")),
+            hostnames=tuple(hostnames),
             ips=tuple(ips),
             listen=listen,
             clients=tuple(clients),
             merge=self.path(m.get("merge"), f"{key}.merge", optional=True),
             server_cert_site=site,
         )
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)

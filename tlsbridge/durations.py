@@ -23,6 +23,18 @@ def parse_duration(text: str) -> timedelta:
         pos = match.end()
     if pos != len(compact):
         raise ValueError(f"{text!r} is not a duration like 30d, 12h, 90m or 1d12h")
+    return seconds_to_timedelta(seconds)
+
+
+MAX_SECONDS = 100 * 365 * 86400  # a century: larger values overflow date arithmetic
+
+
+def seconds_to_timedelta(seconds: int) -> timedelta:
+    """A duration of `seconds`; ValueError when negative or longer than a century."""
+    if seconds < 0:
+        raise ValueError(f"{seconds} is negative: a duration is 0 or more, like 30d or 12h")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{seconds}s is too long (at most 36500d)")
     return timedelta(seconds=seconds)
 
 

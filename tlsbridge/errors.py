@@ -85,6 +85,34 @@ class CAUnreachableError(TransientCAError):
     reason = "CAUnreachable"
 
 
+class CAUntrustedError(CertbotError):
+    """The ACME server's HTTPS certificate is not trusted (CERTIFICATE_VERIFY_FAILED): a setting
+    to fix (acme.ca_bundle), not a network fault; never retried."""
+
+    reason = "CAUntrusted"
+
+
+class AccountGoneError(CertbotError):
+    """The CA no longer knows the ACME account certbot holds (a reset staging or test CA)."""
+
+    reason = "AccountGone"
+
+    def __init__(self, message: str, tail: str = "", account_url: str | None = None) -> None:
+        self.account_url = account_url
+        super().__init__(message, tail)
+
+
+class DnsChallengeError(CertbotError):
+    """The DNS plugin could not set up the DNS-01 TXT record (credentials refused, DNS server down,
+    no zone for the name); the CA was not asked to validate."""
+
+    reason = "DnsChallengeFailed"
+
+    def __init__(self, message: str, tail: str = "", dns_server: str | None = None) -> None:
+        self.dns_server = dns_server
+        super().__init__(message, tail)
+
+
 class AriError(TlsbridgeError):
     """The CA's renewalInfo could not be fetched or parsed; callers fall back to the lifetime rule."""
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tlsbridge.errors import TlsbridgeError
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,15 @@ class Decision:
         return f"{self.action.value}: {self.reason}: {self.message}"
 
 
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one delivery batch did: the sites that failed, and per site the containers reloaded
+    (or started) for it, verified or not (the sidecar counts them as reloads)."""
+
+    failed: Mapping[str, TlsbridgeError] = field(default_factory=dict)
+    reloaded: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
 @dataclass
 class SiteState:
     """What tlsbridge remembers about a site between runs (persisted in the state store)."""
@@ -78,4 +92,24 @@ class SiteState:
     last_attempt: datetime | None = None
     last_success: datetime | None = None
     config_hash: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    delivered: str | None = None  # fingerprint of the certificate last verified as served
+
+
+@dataclass(frozen=True)
+class AriAnswer:
+    """What the CA answered when asked this pass for a certificate's renewal window (RFC 9773)."""
+
+    window: AriWindow | None  # None: the CA offers no ARI, or the request failed (`error`)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one site's decision depends on, read in one go, so that deciding is pure."""
+
+    lineage: ObservedCert | None  # certbot's current certificate for the site
+    published: ObservedCert | None  # the published leaf (a placeholder included); None: none readable
+    # certbot's four files are all there; None: not looked at (the lineage is what is published)
+    lineage_complete: bool | None
+    state: SiteState  # what the state store remembers (never changed by deciding)
+    ari: AriAnswer | None = None  # the CA's answer this pass; None: it was not asked

@@ -1,21 +1,27 @@
-"""Pure renewal policy: (site, observed certificate, ARI, remembered state, now) -> Decision.
+"""Pure renewal policy: (site, observation, config, now) -> Decision with a reason.
 
-No I/O and no clock reads: `now` and the random source are arguments, so tests pin them.
+No I/O and no clock reads: `now` and the random source are arguments, so tests pin them. The
+reconciler observes (reconcile.py), `decide_site` decides here, and the reconciler applies.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from tlsbridge.config import Config, Site
 from tlsbridge.durations import format_duration
-from tlsbridge.model import Action, AriWindow, Decision, ObservedCert
+from tlsbridge.model import Action, AriAnswer, AriWindow, Decision, Observation, ObservedCert, SiteState
 
 SHORT_LIFETIME = timedelta(days=10)
 BACKOFF_STEPS = (timedelta(minutes=1), timedelta(minutes=10), timedelta(minutes=100), timedelta(days=1))
+ARI_RETRY = timedelta(hours=6)  # after a failed renewalInfo request (certbot waits as long)
+NO_ARI_RETRY = timedelta(days=1)  # the CA's directory has no renewalInfo
+OBTAIN = (Action.ISSUE, Action.REISSUE, Action.RENEW)
 
 
 @dataclass(frozen=True)
@@ -153,3 +159,103 @@ def _ts(at: datetime) -> str:
 
 def _window(ari: AriWindow) -> str:
     return f"{_ts(ari.start)}..{_ts(ari.end)}"
+
+
+# -- one site: observation -> verdict ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Verdict:
+    """A site's decision, and what to remember about it (saved only when it differs)."""
+
+    decision: Decision
+    state: SiteState  # `obs.state` itself when there is nothing new to remember
+    bootstrap: bool = False  # obtaining while nothing real is published: a placeholder first
+
+
+def site_hash(cfg: Config, site: Site) -> str:
+    """Changes when anything that shapes the site's certificate changes (resets its backoff)."""
+    return _hash_of((site.domains, cfg.acme.key_type, cfg.acme.profile, cfg.acme.directory,
+                     cfg.challenge.method))
+
+
+@functools.lru_cache(maxsize=8192)  # asked for every site on every pass
+def _hash_of(key: tuple[object, ...]) -> str:
+    return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+
+
+def uses_ari(cert: ObservedCert, before_expiry: timedelta | None) -> bool:
+    """Whether `cert`'s renewal moment comes from the CA's ARI window (when it offers one)."""
+    return before_expiry is None and not cert.placeholder and bool(cert.ari_cert_id)
+
+
+def ari_due(cert: ObservedCert, state: SiteState, before_expiry: timedelta | None, now: datetime) -> bool:
+    """Whether to ask the CA for `cert`'s renewal window now: never while a remembered answer
+    (a window until its Retry-After, "no ARI" or a failure until `ari_retry_at`) still stands."""
+    if not uses_ari(cert, before_expiry):
+        return False
+    if state.ari_for != cert.fingerprint:
+        return True
+    if state.ari is not None:
+        return now >= state.ari.retry_after
+    return state.ari_retry_at is None or now >= state.ari_retry_at
+
+
+def remember(site: Site, obs: Observation, cfg: Config, now: datetime) -> tuple[SiteState, Schedule | None]:
+    """The state to keep after observing (config hash, the CA's ARI answer, a chosen renewal
+    moment) and the lineage's renewal schedule."""
+    state = obs.state
+    if state.config_hash != (h := site_hash(cfg, site)):
+        state = replace(state, config_hash=h, failures=0, next_attempt=None)
+    cert = obs.lineage
+    if cert is None or cert.placeholder:
+        return state, None
+    fp = cert.fingerprint
+    if uses_ari(cert, cfg.renewal.before_expiry):
+        if state.ari_for != fp:  # a new certificate: the old answers were about another one
+            state = replace(state, ari=None, chosen_renewal=None, chosen_for=None, ari_retry_at=None,
+                            ari_for=fp)
+        if obs.ari is not None:
+            state = _with_answer(state, obs.ari, now)
+    chosen = state.chosen_renewal if state.chosen_for == fp else None
+    ari = state.ari if state.ari_for == fp else None
+    # Seeded by the certificate: the random moment is stable even before it is stored.
+    sched = schedule(cert, before_expiry=cfg.renewal.before_expiry, ari=ari, chosen=chosen, now=now,
+                     rng=SeededLater(fp))
+    if sched.chosen is not None:
+        state = replace(state, chosen_renewal=sched.chosen, chosen_for=fp)
+    return state, sched
+
+
+def _with_answer(state: SiteState, answer: AriAnswer, now: datetime) -> SiteState:
+    if answer.error is not None:  # keep a cached window; ask again in a while
+        return replace(state, ari_retry_at=now + ARI_RETRY)
+    if answer.window is None:  # the CA offers no ARI: the lifetime rule, and ask again much later
+        return replace(state, ari=None, ari_retry_at=now + NO_ARI_RETRY)
+    return replace(state, ari=answer.window, ari_retry_at=None)
+
+
+def decide_site(site: Site, obs: Observation, cfg: Config, now: datetime, *, force: bool = False,
+                delivers: bool = False) -> Verdict:
+    """What to do for one site. `delivers`: published certificates are then reloaded and
+    verified as served, and one not verified yet is delivered again."""
+    state, sched = remember(site, obs, cfg, now)
+    cert = obs.lineage
+    decision = decide(domains=site.domains, key_type=cfg.acme.key_type, cert=cert, sched=sched, now=now,
+                      force=force)
+    if decision.action in OBTAIN and state.next_attempt and now < state.next_attempt and not force:
+        decision = Decision(Action.WAIT, "BackingOff",
+                            f"failed {state.failures}x ({state.last_reason}); next attempt "
+                            f"{_ts(state.next_attempt)}", decision.renew_at)
+    elif decision.action is Action.NONE and cert is not None:
+        current = obs.published is not None and obs.published.fingerprint == cert.fingerprint
+        if not current and obs.lineage_complete:
+            decision = replace(decision, action=Action.PUBLISH, reason="NotPublished",
+                               message="certbot holds a certificate that is not published; "
+                                       + decision.message)
+        elif current and delivers and state.delivered != cert.fingerprint:
+            # Published but never verified as served (a failed reload or verification): retry.
+            decision = replace(decision, action=Action.PUBLISH, reason="NotDelivered",
+                               message="the published certificate is not verified as served yet; "
+                                       + decision.message)
+    nothing_real = obs.published is None or obs.published.placeholder
+    return Verdict(decision, state, bootstrap=delivers and decision.action in OBTAIN and nothing_real)

@@ -7,13 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from tlsbridge import policy
-from tlsbridge.adapters.certmemo import MEMO, memo_file
-from tlsbridge.adapters.certstore import CertStore
-from tlsbridge.adapters.publish import Publisher
-from tlsbridge.adapters.statestore import StateStore
-from tlsbridge.config import Config
-from tlsbridge.errors import PublishError
-from tlsbridge.model import ObservedCert, SiteState
+from tlsbridge.adapters.certmemo import memo_file
+from tlsbridge.config import Config, Site
+from tlsbridge.model import Observation, ObservedCert, SiteState
+from tlsbridge.reconcile import Ports
 
 
 @dataclass(frozen=True)
@@ -43,48 +40,36 @@ class SiteStatus:
         }
 
 
-def collect(cfg: Config, now: datetime, names: list[str] | None = None) -> list[SiteStatus]:
-    """Every site's status (or those in `names`, in that order), from local files."""
-    MEMO.load(memo_file(cfg.state.dir))  # what renew/run parsed: status re-parses nothing unchanged
-    certstore = CertStore(cfg.certbot.config_dir)
-    publisher = Publisher(cfg.publish.dir)
-    store = StateStore(cfg.state.dir)
-    try:
-        states = store.load_all() if names is None else store.load_some(names)
-    finally:
-        store.close()
+def collect(cfg: Config, ports: Ports, now: datetime, names: list[str] | None = None) -> list[SiteStatus]:
+    """Every site's status (or those in `names`, in that order), from local files and the state
+    store (never the CA)."""
+    ports.memo.load(memo_file(cfg.state.dir))  # what renew/run parsed: status re-parses nothing unchanged
+    states = ports.store.load_all() if names is None else ports.store.load_some(names)
     sites = cfg.sites.values() if names is None else [cfg.sites[n] for n in names if n in cfg.sites]
-    out = []
-    for site in sites:
-        st = states.get(site.name) or SiteState()
-        lineage = certstore.observe(site.name)
-        published = _published(publisher, site.name)
-        cert = published if published is not None else lineage
-        renew_after = None
-        if lineage is not None:
-            ari = st.ari if st.ari_for == lineage.fingerprint else None
-            chosen = st.chosen_renewal if st.chosen_for == lineage.fingerprint else None
-            renew_after = policy.schedule(lineage, before_expiry=cfg.renewal.before_expiry, ari=ari,
-                                          chosen=chosen, now=now,
-                                          rng=policy.SeededLater(lineage.fingerprint)).renew_at
-        out.append(SiteStatus(
-            name=site.name,
-            domains=site.domains,
-            cert=cert,
-            renew_after=renew_after,
-            published=str(publisher.site_dir(site.name)),
-            state=_state(site.domains, lineage, published, renew_after, st, now),
-            last_error=st.last_error,
-            site_state=st,
-        ))
-    return out
+    return [site_status(site, ports.observe(site.name, states.get(site.name) or SiteState()), cfg, now)
+            for site in sites]
 
 
-def _published(publisher: Publisher, site: str) -> ObservedCert | None:
-    try:
-        return MEMO.observe(publisher.cert_path(site))  # parsed once per file
-    except OSError as exc:
-        raise PublishError(f"site={site}: cannot read the published cert.pem: {exc}") from exc
+def site_status(site: Site, obs: Observation, cfg: Config, now: datetime) -> SiteStatus:
+    """Pure: one site's status from its observation."""
+    lineage, published, st = obs.lineage, obs.published, obs.state
+    renew_after = None
+    if lineage is not None:
+        ari = st.ari if st.ari_for == lineage.fingerprint else None
+        chosen = st.chosen_renewal if st.chosen_for == lineage.fingerprint else None
+        renew_after = policy.schedule(lineage, before_expiry=cfg.renewal.before_expiry, ari=ari,
+                                      chosen=chosen, now=now,
+                                      rng=policy.SeededLater(lineage.fingerprint)).renew_at
+    return SiteStatus(
+        name=site.name,
+        domains=site.domains,
+        cert=published if published is not None else lineage,
+        renew_after=renew_after,
+        published=str(cfg.publish.dir / site.name),
+        state=_state(site.domains, lineage, published, renew_after, st, now),
+        last_error=st.last_error,
+        site_state=st,
+    )
 
 
 def _state(domains: tuple[str, ...], lineage: ObservedCert | None, published: ObservedCert | None,

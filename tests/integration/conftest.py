@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dnsfixtures import bind9, dns_pebble  # noqa: E402, F401  (session fixtures for DNS-01 tests)
 from servers import (  # noqa: E402
     PebbleServer,
     ensure_docker_engine,

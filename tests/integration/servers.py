@@ -219,6 +219,8 @@ class PebbleServer:
         va_nosleep: bool = True,
         strict: bool = False,
         dns_ipv4: str = "127.0.0.1",
+        dns_server: str | None = None,
+        eab_keys: Mapping[str, str] | None = None,
         extra_env: Mapping[str, str] | None = None,
         workdir: str | os.PathLike[str] | None = None,
         startup_timeout: float = 30.0,
@@ -234,6 +236,10 @@ class PebbleServer:
         retry_after_authz/order: Retry-After seconds Pebble sends while polling (0: none).
         va_nosleep: PEBBLE_VA_NOSLEEP=1 (no random 0-15 s validation delay).
         dns_ipv4: address every name resolves to (challtestsrv -defaultIPv4).
+        dns_server: HOST:PORT of a real DNS server (e.g. ``BindServer.address``) that Pebble
+            asks for every validation (DNS-01 TXT records, HTTP-01 addresses); no
+            pebble-challtestsrv is started then.
+        eab_keys: {kid: base64url HMAC key}: turns on externalAccountBindingRequired.
         workdir: where config, TLS material and logs go (default: a fresh temp dir,
             removed by stop() unless the server failed to start).
         """
@@ -248,13 +254,16 @@ class PebbleServer:
         self.va_nosleep = va_nosleep
         self.strict = strict
         self.dns_ipv4 = dns_ipv4
+        self.dns_server = dns_server
+        self.eab_keys = dict(eab_keys or {})
         self.extra_env = dict(extra_env or {})
         self.startup_timeout = startup_timeout
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="pebble-"))
 
         self.pebble_bin = find_binary("pebble", "TLSBRIDGE_PEBBLE")
-        self.challtestsrv_bin = find_binary("pebble-challtestsrv", "TLSBRIDGE_CHALLTESTSRV")
+        self.challtestsrv_bin = (find_binary("pebble-challtestsrv", "TLSBRIDGE_CHALLTESTSRV")
+                                 if dns_server is None else "")
 
         self.acme_port = 0
         self.management_port = 0
@@ -296,10 +305,12 @@ class PebbleServer:
         _, cert, key = make_tls_material(self.workdir / "tls")
         self._ssl = ssl.create_default_context(cafile=str(self.ca_bundle))
 
-        self.acme_port = free_port()
-        self.management_port = free_port()
-        self.challtestsrv_port = free_port()
-        self.dns_port = free_port(udp_too=True)
+        # A restart (stop(keep_workdir=True), then start()) keeps the ports, so the directory URL
+        # stays the same while Pebble forgets every account and order, as a reset CA does.
+        self.acme_port = self.acme_port or free_port()
+        self.management_port = self.management_port or free_port()
+        self.challtestsrv_port = self.challtestsrv_port or free_port()
+        self.dns_port = self.dns_port or free_port(udp_too=True)
 
         pebble_cfg: dict[str, Any] = {
             "listenAddress": f"127.0.0.1:{self.acme_port}",
@@ -309,10 +320,12 @@ class PebbleServer:
             "httpPort": self.http_01_port,
             "tlsPort": self.tls_alpn_01_port,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
+            "externalAccountBindingRequired": bool(self.eab_keys),
             "domainBlocklist": ["blocked-domain.example"],
             "retryAfter": {"authz": self.retry_after_authz, "order": self.retry_after_order},
         }
+        if self.eab_keys:
+            pebble_cfg["externalAccountMACKeys"] = self.eab_keys
         if self.validity_period is not None:
             pebble_cfg["certificateValidityPeriod"] = int(self.validity_period)
         self.config = {"pebble": pebble_cfg}
@@ -322,36 +335,15 @@ class PebbleServer:
         env.update(self._pebble_env())
 
         try:
-            self._spawn(
-                [
-                    self.challtestsrv_bin,
-                    "-management",
-                    f"127.0.0.1:{self.challtestsrv_port}",
-                    "-dns01",
-                    f"127.0.0.1:{self.dns_port}",
-                    "-http01",
-                    "",
-                    "-https01",
-                    "",
-                    "-tlsalpn01",
-                    "",
-                    "-doh",
-                    "",
-                    "-defaultIPv4",
-                    self.dns_ipv4,
-                    "-defaultIPv6",
-                    "",
-                ],
-                self.challtestsrv_log,
-                env,
-            )
+            if self.dns_server is None:
+                self._start_challtestsrv(env)
             self._spawn(
                 [
                     self.pebble_bin,
                     "-config",
                     str(self.config_path),
                     "-dnsserver",
-                    f"127.0.0.1:{self.dns_port}",
+                    self.dns_server or f"127.0.0.1:{self.dns_port}",
                 ]
                 + (["-strict"] if self.strict else []),
                 self.pebble_log,
@@ -363,6 +355,17 @@ class PebbleServer:
             raise
         self.startup_seconds = time.monotonic() - t0
         return self
+
+    def _start_challtestsrv(self, env: dict[str, str]) -> None:
+        argv = [
+            self.challtestsrv_bin,
+            "-management", f"127.0.0.1:{self.challtestsrv_port}",
+            "-dns01", f"127.0.0.1:{self.dns_port}",
+            "-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
+            "-defaultIPv4", self.dns_ipv4,
+            "-defaultIPv6", "",
+        ]
+        self._spawn(argv, self.challtestsrv_log, env)
 
     def _pebble_env(self) -> dict[str, str]:
         env = {"PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject)}
@@ -400,8 +403,9 @@ class PebbleServer:
             try:
                 self.get_json(self.directory_url, timeout=2)
                 # challtestsrv's management API answers 404 on "/" once it is up.
-                with contextlib.suppress(urllib.error.HTTPError):
-                    urllib.request.urlopen(self.challtestsrv_url + "/", timeout=2)
+                if self.dns_server is None:
+                    with contextlib.suppress(urllib.error.HTTPError):
+                        urllib.request.urlopen(self.challtestsrv_url + "/", timeout=2)
                 return
             except (OSError, ValueError) as err:  # URLError is an OSError
                 last_err = err

@@ -333,3 +333,24 @@ def test_a_renewal_is_served_after_a_reload_without_recreating(stack: Stack) -> 
     assert stack.exec_nginx("nginx", "-s", "reload").returncode == 0
     assert stack.wait_served(stack.beta, stack.beta_domain) == new
     assert stack.container()["Id"] == before
+
+
+def test_nginx_runs_hardened_and_hides_its_version(stack: Stack) -> None:
+    """read_only, cap_drop ALL (+ the measured few), no-new-privileges: and it still serves."""
+    host = stack.container()["HostConfig"]
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert sorted(host["CapAdd"]) == sorted(["CHOWN", "SETUID", "SETGID", "NET_BIND_SERVICE", "DAC_OVERRIDE"])
+    assert host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert set(host["Tmpfs"]) == {"/run", "/var/cache/nginx", "/var/lib/nginx", "/tmp"}
+    assert stack.exec_nginx("sh", "-c", "touch /etc/x").returncode != 0  # read-only for real
+    for port, tls in ((stack.http_port, None), (stack.https_port, insecure())):
+        r = http_get(port, stack.beta_domain, "/", tls)
+        assert r.headers["server"] == "nginx", r.headers  # server_tokens off: no version
+
+
+def test_the_redirect_ignores_a_foreign_host_header(stack: Stack) -> None:
+    """An unknown Host lands on nginx's default server: the redirect names the site itself."""
+    r = http_get(stack.http_port, "evil.example.net", "/login")
+    assert r.status == 301
+    assert r.headers["location"] in (f"https://{stack.alpha_domain}/login", f"https://{stack.beta_domain}/login")

@@ -8,8 +8,10 @@ published certificate of a site), each started once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shlex
 import shutil
 import socket
@@ -17,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -308,6 +311,12 @@ def test_server_certificate_from_the_private_ca(engine: Engine) -> None:
     assert pki.signed_by(cert, ca)
     assert pki.needs_reissue(cert, datetime.now(UTC), usage=ExtendedKeyUsageOID.SERVER_AUTH,
                              names=pki.Names.of(["localhost"], ["127.0.0.1"])) is None
+    # The CA is name-constrained to the engine's names (critical), and the docker CLI and the
+    # SDK still get in with its client certificates (which have no subjectAltName): the tests
+    # above run against this very CA.
+    nc = ca.extensions.get_extension_for_class(x509.NameConstraints)
+    assert nc.critical and pki.ca_permits(ca, pki.Names.of(["localhost"], ["127.0.0.1"]))
+    assert not pki.ca_permits(ca, pki.Names.of(["example.com"], []))
 
 
 def test_rerun_is_idempotent(engine: Engine) -> None:
@@ -322,6 +331,76 @@ def test_rerun_is_idempotent(engine: Engine) -> None:
 
     assert instructions(run.stdout) == instructions(engine.stdout)
     assert sdk_call(engine, engine.client("alice"), "ping") is True
+
+
+# -- tlsbridge's own event-stream client (adapters/docker_events.py) over TCP + mutual TLS -----
+
+
+def _drain(stream: Any) -> None:
+    with contextlib.suppress(Exception):  # a closed stream may end or break: either ends the read
+        for _ in stream:
+            pass
+
+
+def _follow(stream: Any, want: int, on_first: Any = None) -> list[Any]:
+    """Read `want` events in a thread (the read blocks); close the stream if they do not come."""
+    seen: list[Any] = []
+
+    def read() -> None:
+        for event in stream:
+            seen.append(event)
+            if len(seen) == 1 and on_first is not None:
+                on_first()
+            if len(seen) == want:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=30)  # a safety net: the events come within milliseconds
+    stream.close()
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "close() did not end a blocked read"
+    return seen
+
+
+def test_the_event_stream_follows_the_engine_over_mutual_tls(engine: Engine, foreign_client: Path) -> None:
+    """The sidecar's watcher reads events with http.client (not the SDK): DOCKER_HOST tcp://,
+    DOCKER_TLS_VERIFY and DOCKER_CERT_PATH as docker-py reads them, `since` replays, and
+    close() from another thread ends a blocked read."""
+    from tlsbridge.adapters.docker_events import events
+    from tlsbridge.config import DockerConfig
+    from tlsbridge.errors import DockerError
+
+    cfg = DockerConfig(host=f"tcp://localhost:{engine.port}", timeout=timedelta(seconds=10))
+    env = {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(engine.client("alice"))}
+    filters = {"type": "volume", "event": ["create"]}
+    local = docker.DockerClient(base_url=f"unix://{engine.tmp / 'docker.sock'}", timeout=10)
+    names = [f"{PREFIX}events-{secrets.token_hex(3)}-{i}" for i in range(2)]
+    try:
+        since = datetime.now(UTC) - timedelta(seconds=1)
+        local.volumes.create(names[0])  # before the stream opens: replayed through `since`
+        stream = events(cfg, filters, since=since, environ=env)
+        seen = _follow(stream, 2, on_first=lambda: local.volumes.create(names[1]))
+        assert [(e.type, e.action, e.id) for e in seen] == [("volume", "create", n) for n in names]
+
+        idle = events(cfg, filters, environ=env)  # nothing comes: close() must still end the read
+        reader = threading.Thread(target=lambda: _drain(idle), daemon=True)
+        reader.start()
+        idle.close()
+        reader.join(timeout=10)
+        assert not reader.is_alive()
+
+        ca_only = engine.tmp / "ca-only-events"  # trusts the engine, has no client certificate
+        ca_only.mkdir(exist_ok=True)
+        shutil.copy(engine.client("alice") / "ca.pem", ca_only / "ca.pem")
+        for cert_path in (ca_only, foreign_client):  # foreign: another CA, for both sides
+            with pytest.raises(DockerError, match=f"tcp://localhost:{engine.port} is not reachable"):
+                events(cfg, filters, environ={**env, "DOCKER_CERT_PATH": str(cert_path)})
+    finally:
+        for name in names:
+            with contextlib.suppress(docker.errors.DockerException):
+                local.volumes.get(name).remove()
+        local.close()
 
 
 # -- the engine serving a site's published (here: test-"public") certificate -------------------

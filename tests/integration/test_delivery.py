@@ -24,8 +24,8 @@ from tlsbridge.certinfo import PLACEHOLDER_ORG, parse_pem
 from tlsbridge.clock import SystemClock
 from tlsbridge.delivery.containers import DockerDeliverer
 from tlsbridge.delivery.verify import fingerprint
-from tlsbridge.reconcile import Reconciler
 from tlsbridge.targets import ContainerInfo
+from tlsbridge.wiring import build_reconciler
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +151,13 @@ def test_a_target_that_disappears_mid_run_fails_only_its_site(
                                        "b": {"domains": ["b.example.com"], "reload": [{"container": nginx_b.name}]}})
     cfg = config.load(env.write())
     deliverer = DockerDeliverer(cfg)
-    Reconciler(cfg, SystemClock(), deliverer=deliverer).run_pass()  # both issued and served
+    build_reconciler(cfg, SystemClock(), deliverer=deliverer).run_pass()  # both issued and served
     assert box.serves(nginx_b, "b.example.com", env.published("b"))
 
     # The next pass publishes both renewals, then nginx_b vanishes before it is reloaded.
     deliverer = DockerDeliverer(cfg, _VanishingAdapter(cfg.docker, nginx_b))
     caplog.set_level(logging.INFO, logger="tlsbridge")
-    outcomes = {o.site: o for o in Reconciler(cfg, SystemClock(), deliverer=deliverer).run_pass(force=True)}
+    outcomes = {o.site: o for o in build_reconciler(cfg, SystemClock(), deliverer=deliverer).run_pass(force=True)}
     assert outcomes["a"].ok, outcomes["a"].error
     assert box.serves(nginx_a, "a.example.com", env.published("a"))
     assert not outcomes["b"].ok and outcomes["b"].published
@@ -205,7 +205,7 @@ def test_verification_fails_when_the_target_serves_something_else(
     })
     cfg = config.load(env.write())
     deliverer = DockerDeliverer(cfg, verify_timeout=2.0)  # the CLI waits VERIFY_TIMEOUT (10 s)
-    outcomes = {o.site: o for o in Reconciler(cfg, SystemClock(), deliverer=deliverer).run_pass()}
+    outcomes = {o.site: o for o in build_reconciler(cfg, SystemClock(), deliverer=deliverer).run_pass()}
     assert outcomes["elsewhere"].ok and not outcomes["wrong"].ok and outcomes["wrong"].reason == "Verify"
     served = parse_pem(env.published("elsewhere"))
     error = outcomes["wrong"].error or ""

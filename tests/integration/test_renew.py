@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -198,9 +199,35 @@ def test_one_failing_site_does_not_stop_the_others(tmp_path: Path, pebble: Pebbl
     assert r.returncode == 1
     assert "site bad failed" in r.stderr
     assert "good: issued" in r.stdout
-    # the failure backs off: the next run does not hammer the CA
+
+
+def test_a_site_backing_off_fails_renew_until_it_succeeds(tmp_path: Path, pebble: PebbleServer) -> None:
+    """Monitoring must see a failing site: while it backs off (no CA contact), renew exits 1."""
+    env = tbenv(tmp_path, pebble, {"bad": {"domains": ["blocked-domain.example"]},
+                                   "good": {"domains": ["good.example.com"]}})
+    assert env.run("renew").returncode == 1
+    status = env.status()
+    assert status["bad"]["state"] == "placeholder"  # all it has: the bootstrap placeholder
+    error = status["bad"]["last_error"]
+    before, logs = env.snapshot(), certbot_logs(env)
     r = env.run("renew")
-    assert r.returncode == 0 and "BackingOff" in r.stdout
+    assert r.returncode == 1, r.stdout + r.stderr
+    m = re.search(r"^tlsbridge: site=bad backing off until (\S+): (.*)$", r.stderr, re.MULTILINE)
+    assert m is not None, r.stderr
+    assert m.group(2) == error
+    until = datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+    assert datetime.now(UTC) < until < datetime.now(UTC) + timedelta(minutes=2)  # the first step: ~1 min
+    assert "good: NotDue" in r.stdout and "bad" not in r.stdout
+    assert certbot_logs(env) == logs and env.snapshot() == before  # no CA contact, nothing written
+    # once the backoff is over the site is tried again: it fails again, and says so
+    later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    r = env.run("renew", env={"TLSBRIDGE_FAKE_NOW": later})
+    assert r.returncode == 1 and "site bad failed" in r.stderr and certbot_logs(env) > logs
+    # the site fixed: renew succeeds and exits 0
+    env.sites["bad"]["domains"] = ["bad.example.com"]
+    r = env.run("renew")
+    assert r.returncode == 0, r.stderr
+    assert "bad: issued" in r.stdout and "backing off" not in r.stderr
 
 
 def test_pebble_rejecting_30_percent_of_nonces_still_succeeds(tmp_path: Path) -> None:

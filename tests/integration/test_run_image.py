@@ -20,6 +20,7 @@ from servers import PROJECT_ROOT, PebbleServer, free_port
 from tbenv import TbEnv
 
 from tlsbridge.certinfo import parse_pem
+from tlsbridge.render.compose import sidecar_tmpfs
 
 IMAGE = os.environ.get("TLSBRIDGE_SIDECAR_IMAGE", "tlsbridge-test/sidecar:latest")
 BUILD = PROJECT_ROOT / "scripts" / "build-sidecar-image.sh"
@@ -72,6 +73,11 @@ def test_the_sidecar_image_becomes_healthy_issues_and_stops(
         volumes={str(root): {"bind": str(root), "mode": "rw"},
                  "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
         group_add=[str(socket_gid)],  # the socket's group: the documented way to run non-root
+        # hardened as the generated compose service: nothing writable but the mounted folder
+        # and the tmpfs the compose file gives it, no capabilities, no privilege gain
+        read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+        # certbot's work_dir and logs_dir on tmpfs owned by the image's user, as in compose
+        tmpfs=dict(t.split(":", 1) for t in sidecar_tmpfs((str(root / "work"), str(root / "logs")))),
         # the image's own test, checked every 0.5 s instead of every 30 s
         healthcheck={"interval": 500_000_000, "timeout": 4_000_000_000, "retries": 3})
     try:
@@ -89,6 +95,9 @@ def test_the_sidecar_image_becomes_healthy_issues_and_stops(
                 return False
 
         wait_for("the first pass", ready, 120, on_timeout=lambda: container.logs().decode()[-3000:])
+        host_config = container.attrs["HostConfig"]
+        assert host_config["ReadonlyRootfs"] is True and host_config["CapDrop"] == ["ALL"]
+        assert host_config["SecurityOpt"] == ["no-new-privileges:true"]
         cert = parse_pem(env.published(box))
         assert cert.domains == ("box.example.com", "www.box.example.com") and not cert.placeholder
         key = env.publish_dir / box / "privkey.pem"

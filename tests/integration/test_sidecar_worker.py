@@ -42,15 +42,16 @@ SCRIPT = """
 import json, logging, sys
 from pathlib import Path
 from tlsbridge import config
-from tlsbridge.adapters.certmemo import MEMO
+from tlsbridge.adapters.certmemo import CertMemo
 from tlsbridge.clock import SystemClock
 from tlsbridge.sidecar import worker
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 cfg = config.load(Path(sys.argv[1]))
-rec = worker.build_reconciler(cfg, SystemClock())
+memo = CertMemo()
+rec = worker.build_reconciler(cfg, SystemClock(), memo)
 first = rec.run_pass()
-with MEMO.refusing_parse():  # what the child parsed is known here now
-    published = MEMO.observe(cfg.publish.dir / "one" / "cert.pem")
+with memo.refusing_parse():  # what the child parsed is known here now
+    published = memo.read_cert(cfg.publish.dir / "one" / "cert.pem")
 calls = []
 real = worker.run_child
 worker.run_child = lambda *a: calls.append(a) or real(*a)

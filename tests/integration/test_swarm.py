@@ -36,7 +36,6 @@ from tlsbridge.adapters.statestore import StateStore
 from tlsbridge.certinfo import parse_pem
 from tlsbridge.config import Site
 from tlsbridge.delivery.swarm_plan import FINGERPRINT_LABEL, STABLE_LABEL, secret_name
-from tlsbridge.reconcile import DELIVERED
 from tlsbridge.render.nginx import NginxOptions, render_all
 from tlsbridge.targets import SITE_LABEL
 
@@ -176,7 +175,7 @@ def test_a_labelled_service_is_bootstrapped_issued_renewed_and_pruned(
     v = version(client, name)
     store = StateStore(tmp_path / "state")
     state = store.load_all()[site]
-    state.extra[DELIVERED] = "0" * 64  # forget that it was verified as served
+    state.delivered = "0" * 64  # forget that it was verified as served
     store.save(site, state)
     again = env.run("renew")
     assert again.returncode == 0, again.stderr

@@ -126,7 +126,9 @@ def test_the_stack_file_passes_compose_and_the_stack_loader(tmp_path: Path, acme
             "/etc/tlsbridge/certs/valid/fullchain.pem": 0o444, "/etc/tlsbridge/certs/valid/privkey.pem": 0o400}
         assert doc["secrets"]["valid-fullchain"] == {"name": secret_name("valid", "fullchain.pem"),
                                                      "external": True}
-        assert "volumes" not in nginx  # nothing from a host folder reaches nginx
+        # nothing from a host folder reaches nginx: only tmpfs under its read-only root
+        assert {v["type"] for v in nginx["volumes"]} == {"tmpfs"} and nginx["read_only"] is True
+        assert nginx["cap_drop"] == ["ALL"]
         tb = doc["services"]["tlsbridge"]
         assert tb["deploy"]["endpoint_mode"] == "dnsrr" and tb["deploy"]["replicas"] == 1
         assert {c["target"] for c in tb["configs"]} == {"/etc/tlsbridge/tlsbridge.yaml",

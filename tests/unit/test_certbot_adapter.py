@@ -1,12 +1,29 @@
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from pathlib import Path
 
 from tlsbridge import config
-from tlsbridge.adapters.certbot import build_argv, classify, has_account, redact, tail
+from tlsbridge.adapters.certbot import (
+    build_argv,
+    challenge_args,
+    challenge_env,
+    classify,
+    dns_side,
+    eab_config_file,
+    has_account,
+    redact,
+    tail,
+)
+from tlsbridge.adapters.certbot_output import DnsSide
+from tlsbridge.config import ChallengeConfig
 from tlsbridge.errors import (
+    AccountGoneError,
     CAUnreachableError,
+    CAUntrustedError,
     CertbotError,
+    DnsChallengeError,
     RateLimitedError,
     TransientCAError,
     ValidationFailedError,
@@ -105,3 +122,152 @@ def test_classify() -> None:
 def test_tail_drops_noise() -> None:
     assert "Ask for help" not in tail(RATE)
     assert "too many certificates" in tail(RATE)
+
+
+# ---- per-site challenges, secrets off the command line -------------------------------------------
+
+MIXED = """
+acme: {directory: 'https://ca.test/dir', email: a@example.com, eab: {kid: k1, hmac_key: topsecret}}
+certbot: {config_dir: /c, work_dir: /w, logs_dir: /l}
+challenge: {method: webroot, webroot: /srv/acme}
+sites:
+  web: {domains: [www.example.com]}
+  wild:
+    domains: [example.test, '*.example.test']
+    challenge: {method: dns, dns_plugin: rfc2136, dns_credentials: /etc/rfc.ini}
+"""
+
+
+def test_each_site_gets_its_own_effective_challenge() -> None:
+    cfg = config.parse(MIXED)
+    web = " ".join(build_argv(cfg, cfg.sites["web"], Action.ISSUE))
+    wild = " ".join(build_argv(cfg, cfg.sites["wild"], Action.ISSUE))
+    assert "--webroot --webroot-path /srv/acme" in web and "dns-rfc2136" not in web
+    assert "--authenticator dns-rfc2136 --dns-rfc2136-credentials /etc/rfc.ini" in wild
+    assert "--webroot" not in wild and "-d *.example.test" in wild
+    # no dns_propagation: the plugin's own default wait, so no flag at all
+    assert "propagation-seconds" not in wild
+
+
+def test_the_eab_hmac_key_is_never_an_argument() -> None:
+    cfg = config.parse(MIXED)
+    a = build_argv(cfg, cfg.sites["web"], Action.ISSUE, register=True, eab_config="/dev/fd/7")
+    assert "topsecret" not in " ".join(a) and "--eab-hmac-key" not in a
+    assert a[a.index("--eab-kid") + 1] == "k1" and a[a.index("--config") + 1] == "/dev/fd/7"
+    assert "--config" not in build_argv(cfg, cfg.sites["web"], Action.ISSUE, register=False, eab_config="/dev/fd/7")
+
+
+def test_eab_config_file_is_anonymous_and_readable_through_its_path() -> None:
+    with eab_config_file("topsecret") as (path, fd):
+        assert path == f"/dev/fd/{fd}"
+        assert Path(path).read_text() == "eab-hmac-key = topsecret\n"
+        assert "memfd:" in os.readlink(f"/proc/self/fd/{fd}")
+
+
+def test_dns_side_names_the_rfc2136_server_from_the_credentials(tmp_path: Path) -> None:
+    creds = tmp_path / "rfc.ini"
+    creds.write_text("dns_rfc2136_server = 192.0.2.53\ndns_rfc2136_port = 8053\ndns_rfc2136_secret = s3cret==\n")
+    side = dns_side(ChallengeConfig(method="dns", dns_plugin="rfc2136", dns_credentials=creds))
+    assert side is not None and side.server == "192.0.2.53:8053" and side.where.startswith("the DNS server 192.0.2.53:8053")
+    creds.write_text("dns_rfc2136_server = 192.0.2.53\n")
+    side = dns_side(ChallengeConfig(method="dns", dns_plugin="rfc2136", dns_credentials=creds))
+    assert side is not None and side.server == "192.0.2.53:53"
+    cf = dns_side(ChallengeConfig(method="dns", dns_plugin="cloudflare", dns_credentials=creds))
+    assert cf is not None and cf.server is None and cf.where == "the cloudflare DNS API"
+    assert dns_side(ChallengeConfig(method="webroot")) is None
+
+
+# Outputs of certbot 5.8 + certbot-dns-rfc2136 against bind9 9.18 (tests/integration/test_dns01.py).
+BADSIG = """Requesting a certificate for a.example.test
+ Saving debug log to /tmp/x/logs/letsencrypt.log
+Encountered exception during recovery: certbot.errors.PluginError: Encountered error deleting TXT record: The peer didn't like the signature we sent
+Encountered error adding TXT record: The peer didn't like the signature we sent
+Ask for help or search for solutions at https://community.letsencrypt.org. See the logfile /tmp/x/logs/letsencrypt.log or re-run Certbot with -v for more details."""
+DNSDOWN = """Requesting a certificate for b.example.test
+Encountered exception during recovery: certbot.errors.PluginError: Encountered error when making query: The DNS operation timed out.
+Encountered error when making query: The DNS operation timed out.
+Ask for help or search for solutions at https://community.letsencrypt.org."""
+NOZONE = """Requesting a certificate for x.other.invalid
+Encountered exception during recovery: certbot.errors.PluginError: Unable to determine base domain for _acme-challenge.x.other.invalid using names: ['_acme-challenge.x.other.invalid', 'x.other.invalid', 'other.invalid', 'invalid'].
+Unable to determine base domain for _acme-challenge.x.other.invalid using names: ['_acme-challenge.x.other.invalid', 'x.other.invalid', 'other.invalid', 'invalid']."""
+REFUSED = "Encountered error adding TXT record: nope\nReceived response from server: REFUSED"
+OTHERPLUGIN = "certbot.errors.PluginError: Error determining zone identifier for example.com: 9103: Unknown X-Auth-Key"
+RFC = DnsSide("rfc2136", "127.0.0.1:8053", "/etc/rfc.ini")
+
+
+def test_dns_plugin_failures_are_one_line_naming_site_server_and_cause() -> None:
+    cases = {BADSIG: "TSIG signature", DNSDOWN: "did not answer", NOZONE: "no zone that covers x.other.invalid",
+             REFUSED: "refused the update (REFUSED)"}
+    for output, cause in cases.items():
+        err = classify("wild", output, "https://ca.test/dir", RFC)
+        assert isinstance(err, DnsChallengeError), output
+        msg = str(err)
+        assert "site=wild" in msg and "DNS server 127.0.0.1:8053" in msg and cause in msg, msg
+        assert "\n" not in msg and "Traceback" not in msg and "community.letsencrypt" not in msg
+        assert not isinstance(err, TransientCAError)  # never retried at once: backoff instead
+    assert "/etc/rfc.ini" in str(classify("wild", BADSIG, "", RFC))
+    cf = classify("cf", OTHERPLUGIN, "", DnsSide("cloudflare", None, "/etc/cf.ini"))
+    assert isinstance(cf, DnsChallengeError) and "the cloudflare DNS API" in str(cf) and "Unknown X-Auth-Key" in str(cf)
+    # the same output from an HTTP-01 site is not read as a DNS failure
+    assert isinstance(classify("web", DNSDOWN, "https://ca.test/dir"), CAUnreachableError)
+
+
+VALIDATION5 = """Certbot failed to authenticate some domains (authenticator: dns-rfc2136). The Certificate Authority reported these problems:
+  Identifier: example.test
+  Type:   unauthorized
+  Detail: Incorrect TXT record "abc" found at _acme-challenge.example.test
+
+  Identifier: *.example.test
+  Type:   unauthorized
+  Detail: Incorrect TXT record "abc" found at _acme-challenge.example.test
+
+Hint: The Certificate Authority failed to verify the DNS TXT records created by --dns-rfc2136."""
+
+
+def test_validation_failed_names_every_failed_identifier() -> None:
+    v = classify("wild", VALIDATION5, "", RFC)
+    assert isinstance(v, ValidationFailedError) and v.domain == "example.test"
+    assert "could not validate example.test, *.example.test (Incorrect TXT record" in str(v)
+    assert "dns_propagation" in str(v) and "a domain" not in str(v)
+    http = classify("web", VALIDATION.replace("Domain:", "Identifier:"))
+    assert isinstance(http, ValidationFailedError) and http.domain == "www.example.com" and "port 80" in str(http)
+
+
+UNTRUSTED = """An unexpected error occurred:
+requests.exceptions.SSLError: HTTPSConnectionPool(host='127.0.0.1', port=14000): Max retries exceeded with url: /dir (Caused by SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate (_ssl.c:992)')))"""
+GONE = """Renewing an existing certificate for x.example.com
+An unexpected error occurred:
+Account https://127.0.0.1:58831/my-account/216708c2c75fc2eb not found.
+Ask for help or search for solutions at https://community.letsencrypt.org."""
+
+
+def test_an_untrusted_ca_is_its_own_clear_error_not_retried() -> None:
+    err = classify("ex", UNTRUSTED, "https://127.0.0.1:14000/dir")
+    assert isinstance(err, CAUntrustedError) and not isinstance(err, TransientCAError)
+    assert str(err) == ("site=ex: the CA's certificate is not trusted (https://127.0.0.1:14000/dir): set acme.ca_bundle "
+                        "to the PEM file of the CA that signed the ACME server's HTTPS certificate")
+
+
+def test_an_account_the_ca_forgot() -> None:
+    err = classify("ex", GONE, "https://127.0.0.1:58831/dir")
+    assert isinstance(err, AccountGoneError)
+    assert err.account_url == "https://127.0.0.1:58831/my-account/216708c2c75fc2eb"
+    assert "no longer knows the ACME account" in str(err) and "\n" not in str(err)
+
+
+def test_route53_reads_aws_credentials_from_the_environment_and_waits_by_itself() -> None:
+    ch = ChallengeConfig(method="dns", dns_plugin="route53", dns_credentials=Path("/etc/aws.ini"),
+                         dns_propagation=timedelta(seconds=30))
+    assert challenge_args(ch) == ["--authenticator", "dns-route53"]
+    assert challenge_env(ch) == {"AWS_SHARED_CREDENTIALS_FILE": "/etc/aws.ini"}
+    cf = ChallengeConfig(method="dns", dns_plugin="cloudflare", dns_credentials=Path("/etc/cf.ini"))
+    assert challenge_args(cf) == ["--authenticator", "dns-cloudflare", "--dns-cloudflare-credentials", "/etc/cf.ini"]
+    assert challenge_env(cf) == {}
+
+
+def test_a_missing_dns_plugin_says_how_to_install_it() -> None:
+    for output in ("certbot: error: unrecognized arguments: --dns-cloudflare-credentials /etc/cf.ini",
+                   "The requested dns-cloudflare plugin does not appear to be installed"):
+        err = classify("cf", output, "", DnsSide("cloudflare", None, "/etc/cf.ini"))
+        assert str(err) == ("site=cf: the certbot DNS plugin dns-cloudflare is not installed in tlsbridge's "
+                            "environment: pip install certbot-dns-cloudflare (`tlsbridge validate` checks this)")

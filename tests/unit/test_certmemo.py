@@ -1,4 +1,7 @@
-"""Parsed certificates remembered by file identity (what keeps an idle sidecar parser-free)."""
+"""Parsed certificates remembered by file identity (what keeps an idle sidecar parser-free).
+
+The memo gets a counting parser: the tests count parses instead of spying on an import.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,23 @@ from pathlib import Path
 import pytest
 from helpers import cert_files
 
-import tlsbridge.certinfo
 from tlsbridge.adapters.certmemo import CertMemo
 from tlsbridge.certinfo import parse_pem
+from tlsbridge.model import ObservedCert
+
+
+class CountingParser:
+    def __init__(self) -> None:
+        self.parsed: list[bytes] = []
+
+    def __call__(self, pem: bytes) -> ObservedCert:
+        self.parsed.append(pem)
+        return parse_pem(pem)
+
+
+def memo_counting() -> tuple[CertMemo, CountingParser]:
+    parser = CountingParser()
+    return CertMemo(parse=parser), parser
 
 
 def write(path: Path, data: bytes) -> None:
@@ -20,43 +37,46 @@ def write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def test_parsed_once_per_file_and_again_when_the_file_is_replaced(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    memo = CertMemo()
+def test_parsed_once_per_file_and_again_when_the_file_is_replaced(tmp_path: Path) -> None:
+    memo, parser = memo_counting()
     path = tmp_path / "cert.pem"
     first = cert_files(("a.example",)).cert
     write(path, first)
-    got = memo.observe(path)
+    got = memo.read_cert(path)
     assert got == parse_pem(first) and memo.dirty
-
-    def refuse(pem: bytes) -> object:
-        raise AssertionError("parsed again")
-
-    monkeypatch.setattr(tlsbridge.certinfo, "parse_pem", refuse)
-    assert memo.observe(path) is got  # same file: no read, no parse
-    monkeypatch.undo()
+    assert parser.parsed == [first]
+    assert memo.read_cert(path) is got  # same file: no read, no parse
+    assert parser.parsed == [first]
 
     second = cert_files(("b.example",)).cert
     write(path, second)
-    assert memo.observe(path) == parse_pem(second)
+    assert memo.read_cert(path) == parse_pem(second)
+    assert parser.parsed == [first, second]
+
+
+def test_the_default_parser_is_certinfos(tmp_path: Path) -> None:
+    path = tmp_path / "cert.pem"
+    write(path, cert_files(("a.example",)).cert)
+    assert CertMemo().read_cert(path) == parse_pem(path.read_bytes())
 
 
 def test_missing_and_broken_files(tmp_path: Path) -> None:
-    memo = CertMemo()
-    assert memo.observe(tmp_path / "nope.pem") is None
-    assert memo.observe(tmp_path / "nope" / "cert.pem") is None
+    memo, parser = memo_counting()
+    assert memo.read_cert(tmp_path / "nope.pem") is None
+    assert memo.read_cert(tmp_path / "nope" / "cert.pem") is None
+    assert parser.parsed == []
     (tmp_path / "bad.pem").write_bytes(b"not a certificate")
     with pytest.raises(ValueError):
-        memo.observe(tmp_path / "bad.pem")
+        memo.read_cert(tmp_path / "bad.pem")
 
 
-def test_saved_and_loaded_without_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_saved_and_loaded_without_parsing(tmp_path: Path) -> None:
     path, gone = tmp_path / "cert.pem", tmp_path / "gone.pem"
     write(path, cert_files(("a.example", "www.a.example")).cert)
     write(gone, cert_files(("g.example",)).cert)
     memo = CertMemo()
-    want = memo.observe(path)
-    memo.observe(gone)
+    want = memo.read_cert(path)
+    memo.read_cert(gone)
     gone.unlink()
     store = tmp_path / "state" / "certs-memo.json"
     memo.save(store)
@@ -64,11 +84,10 @@ def test_saved_and_loaded_without_parsing(tmp_path: Path, monkeypatch: pytest.Mo
     assert oct(store.stat().st_mode & 0o777) == "0o600"
     assert str(gone) not in store.read_text()  # vanished files are forgotten
 
-    monkeypatch.setattr(tlsbridge.certinfo, "parse_pem", lambda pem: pytest.fail("parsed"))
-    fresh = CertMemo()
+    fresh, parser = memo_counting()
     fresh.load(store)
-    assert fresh.observe(path) == want
-    assert not fresh.dirty
+    assert fresh.read_cert(path) == want
+    assert parser.parsed == [] and not fresh.dirty
 
 
 def test_a_corrupt_memo_file_is_ignored(tmp_path: Path) -> None:
@@ -77,7 +96,7 @@ def test_a_corrupt_memo_file_is_ignored(tmp_path: Path) -> None:
         store.write_text(text)
         memo = CertMemo()
         memo.load(store)
-        assert memo.observe(tmp_path / "x") is None
+        assert memo.read_cert(tmp_path / "x") is None
 
 
 def test_refusing_parse_raises_on_a_miss_in_that_thread_only(tmp_path: Path) -> None:
@@ -89,18 +108,18 @@ def test_refusing_parse_raises_on_a_miss_in_that_thread_only(tmp_path: Path) -> 
     write(known, cert_files(("k.example",)).cert)
     write(new, cert_files(("n.example",)).cert)
     memo = CertMemo()
-    want = memo.observe(known)
+    want = memo.read_cert(known)
     other: list[object] = []
     with memo.refusing_parse():
-        assert memo.observe(known) is want  # known: answered from the memo
-        assert memo.observe(tmp_path / "absent.pem") is None
+        assert memo.read_cert(known) is want  # known: answered from the memo
+        assert memo.read_cert(tmp_path / "absent.pem") is None
         with pytest.raises(ParseRefused):
-            memo.observe(new)
-        t = threading.Thread(target=lambda: other.append(memo.observe(new)))  # e.g. the status page
+            memo.read_cert(new)
+        t = threading.Thread(target=lambda: other.append(memo.read_cert(new)))  # e.g. the status page
         t.start()
         t.join()
     assert other == [parse_pem(new.read_bytes())]
-    assert memo.observe(new) == other[0]
+    assert memo.read_cert(new) == other[0]
 
 
 def test_loaded_again_replaces_what_another_process_parsed(tmp_path: Path) -> None:
@@ -108,16 +127,16 @@ def test_loaded_again_replaces_what_another_process_parsed(tmp_path: Path) -> No
     write(path, cert_files(("a.example",)).cert)
     parent = CertMemo()
     parent.load(file)
-    old = parent.observe(path)
+    old = parent.read_cert(path)
     write(path, cert_files(("b.example",)).cert)  # e.g. a child process issued and published
     child = CertMemo()
-    new = child.observe(path)
+    new = child.read_cert(path)
     child.save(file)
     parent.load(file)  # once per process: nothing changes
     assert parent._memo[str(path)][1] == old
     parent.load(file, again=True)
     with parent.refusing_parse():
-        assert parent.observe(path) == new and new != old
+        assert parent.read_cert(path) == new and new != old
 
 
 def test_a_certificate_in_two_files_is_one_object_after_loading(tmp_path: Path) -> None:
@@ -126,11 +145,11 @@ def test_a_certificate_in_two_files_is_one_object_after_loading(tmp_path: Path) 
     write(live, pem)
     write(published, pem)
     first = CertMemo()
-    first.observe(live)
-    first.observe(published)
+    first.read_cert(live)
+    first.read_cert(published)
     first.save(file)
     again = CertMemo()
     again.load(file)
     with again.refusing_parse():
-        assert again.observe(live) is again.observe(published)
-        assert again.observe(live) == parse_pem(pem)
+        assert again.read_cert(live) is again.read_cert(published)
+        assert again.read_cert(live) == parse_pem(pem)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -100,6 +101,33 @@ def test_wildcard_with_dns_method() -> None:
         ("sites:\n  a: {domains: [a.com]}\ndaemon_tls: {out: /x, server_cert_site: b}\n",
          "daemon_tls.server_cert_site", "no site named"),
         ("acme: {directory: [1\n", "line 2, column 1", "broken YAML"),
+        # strict: values that parse but are wrong
+        ("renewal: {jitter: -3600}\n", "renewal.jitter", "negative"),
+        ("renewal: {check_interval: 99999999999999w}\n", "renewal.check_interval", "too long"),
+        ("renewal: {jitter: 100000000000000000000}\n", "renewal.jitter", "too long"),
+        ("certbot: {timeout: 9999999999999999999999d}\n", "certbot.timeout", "too long"),
+        ("publish: {cert_mode: 0644}\n", "publish.cert_mode", "quoted strings, like '0640'"),
+        ("publish: {key_mode: 600}\n", "publish.key_mode", "quoted strings"),
+        ("publish: {owner: no-such-user-tb}\n", "publish.owner", "no user named 'no-such-user-tb'"),
+        ("publish: {group: no-such-group-tb}\n", "publish.group", "no group named"),
+        ("docker: {timeout: 0s}\n", "docker.timeout", "at least 1s"),
+        ("sites:\n  a: {domains: [1.5]}\n", "sites.a.domains[0]", "expected a string, got a number"),
+        ("sites:\n  a: {domains: [a.com, 7]}\n", "sites.a.domains[1]", "expected a string, got an integer"),
+        ("sites:\n  a:\n    domains: [" + ", ".join(f"n{i}.example.com" for i in range(101)) + "]\n",
+         "sites.a.domains", "101 names: a certificate holds at most 100"),
+        ("sites:\n  a: {domains: [a.com]}\nsites:\n  b: {domains: [b.com]}\n", "line 3",
+         "duplicate key 'sites' (first at line 1"),
+        ("publish:\n  keep: 2\n  dir: /x\n  keep: 3\n", "line 4", "duplicate key 'keep' (first at line 2"),
+        ("sites:\n  \"evil\\n\": {domains: [a.com]}\n", "sites['evil\\n']", "lowercase"),
+        ("sites:\n  a: {domains: [\"a.com\\n\"]}\n", "sites.a.domains[0]", "control character"),
+        ("acme: {directory: \"https://ca.test/dir\\n\"}\n", "acme.directory", "control character"),
+        ("docker: {host: \"tcp://h:2376\\t\"}\n", "docker.host", "control character"),
+        ("sites:\n  a: {domains: [a.com], upstream: \"http://app\\r\"}\n", "sites.a.upstream", "control character"),
+        ("daemon_tls: {out: /x, clients: [\"lap\\n\"]}\n", "daemon_tls.clients[0]", "control character"),
+        ("daemon_tls: {out: /x, clients: [\"lap/x\"]}\n", "daemon_tls.clients[0]", "client name"),
+        ("daemon_tls: {out: /x, hostnames: [1.5]}\n", "daemon_tls.hostnames[0]", "expected a string"),
+        ("daemon_tls: {out: /x, hostnames: ['10.0.0.1']}\n", "daemon_tls.hostnames[0]", "--ip"),
+        ("daemon_tls: {out: /x, listen: '0.0.0.0:0'}\n", "daemon_tls.listen", "out of range"),
     ],
 )
 def test_errors_name_the_file_the_key_and_the_problem(text: str, path: str, problem: str) -> None:
@@ -123,3 +151,35 @@ def test_secrets_are_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(ConfigError) as info:
         config.parse("acme: {email: '${TB_SECRET}'}\n")
     assert "hunter2" not in str(info.value)
+
+
+def test_a_known_owner_and_group_by_name_or_number() -> None:
+    cfg = config.parse("publish: {owner: root, group: '0', cert_mode: '0640'}\n" + BASE)
+    assert (cfg.publish.owner, cfg.publish.group, cfg.publish.cert_mode) == ("root", "0", 0o640)
+
+
+def test_yaml_merge_keys_are_not_duplicates() -> None:
+    cfg = config.parse("sites:\n  a: &s {domains: [a.com], hsts: true}\n  b:\n    <<: *s\n    domains: [b.com]\n")
+    assert cfg.sites["b"].domains == ("b.com",) and cfg.sites["b"].hsts
+
+
+def test_a_publish_dir_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "certs").write_text("")
+    with pytest.raises(ConfigError, match=r"publish.dir: .*exists and is not a folder"):
+        config.parse("publish: {dir: certs}\n" + BASE, base=tmp_path)
+
+
+def test_special_files_are_refused_without_being_opened(tmp_path: Path) -> None:
+    fifo = tmp_path / "conf.yaml"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes
+    with pytest.raises(ConfigError, match=r"cannot read: a FIFO, not a regular file") as info:
+        config.load(fifo)
+    assert info.value.exit_code == 2
+    with pytest.raises(ConfigError, match=r"cannot read: a character device"):
+        config.load(Path("/dev/zero"))
+
+
+def test_a_config_through_a_symlink_is_read(tmp_path: Path) -> None:
+    (tmp_path / "real.yaml").write_text(BASE)
+    (tmp_path / "link.yaml").symlink_to(tmp_path / "real.yaml")
+    assert config.load(tmp_path / "link.yaml").sites

@@ -103,6 +103,20 @@ def test_new_client_writes_only_its_files(tmp_path: Path) -> None:
 
 
 def test_changed_names_reissue_the_server_cert_only(tmp_path: Path) -> None:
+    """Names within the CA's nameConstraints (a subdomain, one name fewer): the server only."""
+    out = tmp_path / "out"
+    ensure_daemon_tls(settings(out), NOW)
+    before = snapshot(out)
+    names = pki.Names.of(["docker.example.com", "d2.docker.example.com"], [])
+    res = ensure_daemon_tls(settings(out, names=names), NOW)
+    after = snapshot(out)
+    changed = sorted(k for k in after if after[k] != before[k])
+    assert changed == ["server-cert.pem", "server-key.pem"]
+    assert pki.cert_names(cert(out / "server-cert.pem")) == names
+    assert res.restart_needed and "names changed" in res.events[0]
+
+
+def test_a_name_outside_the_constraints_remakes_the_ca_cert_with_the_same_key(tmp_path: Path) -> None:
     out = tmp_path / "out"
     ensure_daemon_tls(settings(out), NOW)
     before = snapshot(out)
@@ -110,9 +124,10 @@ def test_changed_names_reissue_the_server_cert_only(tmp_path: Path) -> None:
     res = ensure_daemon_tls(settings(out, names=names), NOW)
     after = snapshot(out)
     changed = sorted(k for k in after if after[k] != before[k])
-    assert changed == ["server-cert.pem", "server-key.pem"]
-    assert pki.cert_names(cert(out / "server-cert.pem")) == names
-    assert res.restart_needed and "names changed" in res.events[0]
+    assert changed == ["ca.pem", "clients/alice/ca.pem", "server-cert.pem", "server-key.pem"]
+    assert "name constraints do not cover" in res.events[0]
+    assert pki.signed_by(cert(out / "clients/alice/cert.pem"), cert(out / "ca.pem"))  # same key
+    assert pki.ca_permits(cert(out / "ca.pem"), names)
 
 
 def test_near_expiry_reissues_under_a_fixed_clock(tmp_path: Path) -> None:
@@ -329,7 +344,7 @@ def test_cli_listen_ip_is_the_default_name(in_empty_dir: Path,
         (["daemon-tls", "--out", "o", "--ip", "1.2.3"], "--ip: '1.2.3' is not an IP address"),
         (["daemon-tls", "--out", "o", "--hostname", "a..b"], "not a valid DNS name"),
         (["daemon-tls", "--out", "o", "--hostname", "10.0.0.1"], "give it with --ip"),
-        (["daemon-tls", "--out", "o", "--ip", "10.0.0.1", "--listen", "2376"], "not ADDR:PORT"),
+        (["daemon-tls", "--out", "o", "--ip", "10.0.0.1", "--listen", "2376"], "not HOST:PORT"),
         (["daemon-tls", "--out", "o", "--ip", "10.0.0.1", "--listen", "h:99999"], "out of range"),
         (["daemon-tls", "--out", "o", "--ip", "10.0.0.1", "--client", "Bob"], "client name"),
         (["daemon-tls", "--out", "o", "--ip", "10.0.0.1", "--server-cert-site", "x"],

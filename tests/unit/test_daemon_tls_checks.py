@@ -83,7 +83,7 @@ def test_findings(change: dict[str, object], level: str, words: str) -> None:
     data = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     found = check(data)
     assert [f.level for f in found] == [level], found
-    assert words in found[0].message
+    assert words in found[0].problem
     assert found[0].fix and "\n" not in found[0].fix
     assert str(found[0]).startswith(f"{level}: ")
 
@@ -92,20 +92,20 @@ def test_a_ca_from_the_trust_store_is_public() -> None:
     data = {**GOOD, "tlscacert": "/pub/root.pem"}
     assert check(data) == []
     found = check(data, trusted=frozenset({c.fingerprint(PUBLIC)}))
-    assert len(found) == 1 and "system trust store" in found[0].message
+    assert len(found) == 1 and "system trust store" in found[0].problem
 
 
 def test_server_cert_near_expiry() -> None:
     later = SERVER.not_valid_after_utc - timedelta(days=5)
     found = c.check_daemon_json(GOOD, dropin_present=True, ufw_active=False, now=later,
                                 read_cert=read_cert)
-    assert [(f.level, "tlscert" in f.message) for f in found] == [("warning", True)]
+    assert [(f.level, "tlscert" in f.problem) for f in found] == [("warning", True)]
 
 
 def test_hosts_without_dropin() -> None:
     found = check(GOOD, dropin=False)
     assert len(found) == 1 and found[0].level == "error"
-    assert "-H fd://" in found[0].message and "daemon-reload" in found[0].fix
+    assert "-H fd://" in found[0].problem and "daemon-reload" in found[0].fix
     assert check({"debug": True}, dropin=False) == []
 
 
@@ -152,7 +152,7 @@ def test_check_host_reads_files(tmp_path: Path) -> None:
     ufw.write_text("ENABLED=yes\n")
     found = c.check_host(dj, now=NOW, dropin_dir=tmp_path, ufw_conf=ufw,
                          trust_store=tmp_path / "none.crt")
-    messages = " | ".join(f.message for f in found)
+    messages = " | ".join(f.problem for f in found)
     assert "tls without tlsverify" in messages and "ufw" in messages
     dj.write_text("{not json")
     assert c.check_host(dj, now=NOW, dropin_dir=tmp_path)[0].level == "error"

@@ -45,7 +45,7 @@ def test_retry_after_forms_and_clamps() -> None:
     assert retry_after("soon", T0) == timedelta(hours=6)
 
 
-def test_observe_reads_domains_key_type_and_ari_id() -> None:
+def test_parse_pem_reads_domains_key_type_and_ari_id() -> None:
     c, _ = make_cert(("a.example", "b.example"), serial=0x87654321)
     obs = parse_pem(c.public_bytes(serialization.Encoding.PEM))
     assert obs.domains == ("a.example", "b.example")

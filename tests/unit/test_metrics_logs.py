@@ -92,12 +92,22 @@ def test_redaction_of_flags_and_the_text_filter() -> None:
 
 
 @pytest.mark.parametrize(("text", "want"), [("0.0.0.0:8400", ("0.0.0.0", 8400)),
-                                           ("[::]:9", ("::", 9)), ("localhost:0", ("localhost", 0))])
+                                           ("[::]:9", ("::", 9)), ("localhost:1", ("localhost", 1))])
 def test_parse_listen(text: str, want: tuple[str, int]) -> None:
     assert parse_listen(text) == want
 
 
-@pytest.mark.parametrize("text", ["8400", ":8400", "host:", "host:99999", "host:http"])
+@pytest.mark.parametrize("text", ["8400", ":8400", "host:", "host:99999", "host:http", "host:0", "::1:8400"])
 def test_parse_listen_rejects(text: str) -> None:
     with pytest.raises(UsageError):
         parse_listen(text)
+
+
+def test_reloads_are_counted_per_container_from_the_delivery_report() -> None:
+    m = Metrics()
+    m.count_reloads({"shop": ("web1", "web2"), "blog": ("web1",), "idle": ()})
+    m.count_reloads({"shop": ("web1",)})
+    text = m.render().decode()
+    assert 'tlsbridge_reloads_total{site="shop"} 3.0' in text
+    assert 'tlsbridge_reloads_total{site="blog"} 1.0' in text
+    assert 'site="idle"' not in text

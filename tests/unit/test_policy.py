@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 from helpers import T0
 
-from tlsbridge import policy
-from tlsbridge.model import Action, AriWindow, ObservedCert
+from tlsbridge import config, policy
+from tlsbridge.model import Action, AriAnswer, AriWindow, Observation, ObservedCert, SiteState
 
 DAY = timedelta(days=1)
 
@@ -130,3 +131,78 @@ def test_backoff_steps(failures: int, low: timedelta, high: timedelta) -> None:
 def test_rate_limit_retry_after_is_a_floor() -> None:
     later = T0 + 3 * DAY
     assert policy.backoff(1, random.Random(1), later, T0) == later
+
+
+# -- decide_site: the whole site decision from one Observation (pure, fixed clock) -----------------
+
+CFG = config.parse("sites: {a: {domains: [a.example]}}\n")
+SITE = CFG.sites["a"]
+HASH = policy.site_hash(CFG, SITE)
+OK = SiteState(config_hash=HASH)
+FAILING = SiteState(config_hash=HASH, failures=2, next_attempt=T0 + DAY, last_error="boom",
+                    last_reason="CAUnreachable")
+PLACEHOLDER = cert(placeholder=True, fp="p1")
+
+
+def observed(lineage: ObservedCert | None = None, published: ObservedCert | None = None,
+             complete: bool | None = None, state: SiteState = OK) -> Observation:
+    return Observation(lineage, published, complete, state)
+
+
+@pytest.mark.parametrize(
+    ("obs", "now", "opts", "expected"),
+    [
+        # nothing at all: issue; with a deliverer, bootstrap a placeholder first
+        (observed(), T0, {}, (Action.ISSUE, "NoCertificate", False)),
+        (observed(), T0, {"delivers": True}, (Action.ISSUE, "NoCertificate", True)),
+        # only a placeholder published, no lineage yet
+        (observed(published=PLACEHOLDER), T0, {"delivers": True}, (Action.ISSUE, "NoCertificate", True)),
+        # failing and backing off: wait, also with only a placeholder; --force goes anyway
+        (observed(state=FAILING), T0, {}, (Action.WAIT, "BackingOff", False)),
+        (observed(published=PLACEHOLDER, state=FAILING), T0, {"delivers": True},
+         (Action.WAIT, "BackingOff", False)),
+        (observed(state=FAILING), T0, {"force": True}, (Action.ISSUE, "NoCertificate", False)),
+        (observed(state=FAILING), T0 + DAY, {}, (Action.ISSUE, "NoCertificate", False)),
+        # a changed config resets the backoff (another certificate is wanted now)
+        (observed(state=replace(FAILING, config_hash="old")), T0, {}, (Action.ISSUE, "NoCertificate", False)),
+        # a valid, published lineage: nothing to do; a real certificate published is no bootstrap
+        (observed(cert(), cert()), T0 + DAY, {}, (Action.NONE, "NotDue", False)),
+        (observed(cert(), cert()), T0 + 60 * DAY, {"delivers": True}, (Action.RENEW, "Due", False)),
+        (observed(cert(), PLACEHOLDER, complete=True), T0 + DAY, {}, (Action.PUBLISH, "NotPublished", False)),
+        (observed(cert(), None, complete=True), T0 + DAY, {}, (Action.PUBLISH, "NotPublished", False)),
+        (observed(cert(), None, complete=False), T0 + DAY, {}, (Action.NONE, "NotDue", False)),
+        # published but never verified as served: deliver again (only with a deliverer)
+        (observed(cert(), cert()), T0 + DAY, {"delivers": True}, (Action.PUBLISH, "NotDelivered", False)),
+        (observed(cert(), cert(), state=replace(OK, delivered="f1")), T0 + DAY, {"delivers": True},
+         (Action.NONE, "NotDue", False)),
+        # a failed --force on a valid certificate: nothing due, so nothing to wait for
+        (observed(cert(), cert(), state=replace(FAILING, delivered="f1")), T0 + DAY, {"delivers": True},
+         (Action.NONE, "NotDue", False)),
+    ],
+)
+def test_site_decision_table(obs: Observation, now: datetime, opts: dict[str, bool],
+                             expected: tuple[Action, str, bool]) -> None:
+    v = policy.decide_site(SITE, obs, CFG, now, **opts)
+    assert (v.decision.action, v.decision.reason, v.bootstrap) == expected
+
+
+def test_deciding_changes_nothing_it_was_given_and_says_what_to_remember() -> None:
+    window = AriWindow(T0 + 60 * DAY, T0 + 62 * DAY, retry_after=T0 + DAY)
+    obs = Observation(cert(), cert(), None, OK, AriAnswer(window))
+    v = policy.decide_site(SITE, obs, CFG, T0)
+    assert obs.state == OK  # the observation is untouched
+    assert v.state.ari == window and v.state.ari_for == "f1"
+    assert v.state.chosen_for == "f1" and v.state.chosen_renewal is not None
+    assert window.start <= v.state.chosen_renewal <= window.end
+    assert v.decision.renew_at == v.state.chosen_renewal
+    # decided again with what was remembered: the same moment, and nothing new to save
+    again = policy.decide_site(SITE, replace(obs, state=v.state, ari=None), CFG, T0 + DAY)
+    assert again.state == v.state and again.decision.renew_at == v.decision.renew_at
+
+
+def test_nothing_to_remember_keeps_the_very_same_state() -> None:
+    state = replace(OK, delivered="f1")
+    fixed = config.parse("renewal: {before_expiry: 30d}\nsites: {a: {domains: [a.example]}}\n")
+    obs = Observation(cert(), cert(), None, replace(state, config_hash=policy.site_hash(fixed, SITE)))
+    v = policy.decide_site(fixed.sites["a"], obs, fixed, T0 + DAY, delivers=True)
+    assert v.state is obs.state and v.decision.reason == "NotDue"

@@ -7,18 +7,21 @@ The obtainer writes a certbot-like lineage from cryptography-made certificates; 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from helpers import T0, cert_files
 
 from tlsbridge import config
+from tlsbridge.adapters.certmemo import CertMemo
 from tlsbridge.adapters.publish import Publisher
 from tlsbridge.certinfo import parse_pem
 from tlsbridge.clock import FixedClock
 from tlsbridge.config import Site
 from tlsbridge.errors import ReloadError, TlsbridgeError
-from tlsbridge.model import Action, ObservedCert
-from tlsbridge.reconcile import DELIVERED, Reconciler
+from tlsbridge.model import Action, AriWindow, DeliveryReport, ObservedCert
+from tlsbridge.reconcile import Reconciler
+from tlsbridge.wiring import build_ports
 
 
 class Obtainer:
@@ -33,6 +36,11 @@ class Obtainer:
             (live / name).write_bytes(data)
 
 
+class NoAri:
+    def window(self, cert_id: str, now: datetime) -> AriWindow | None:
+        raise AssertionError("renewal.before_expiry is set: the CA is never asked")
+
+
 class Deliverer:
     def __init__(self, log: list[str], publisher: Publisher, fail: Mapping[str, TlsbridgeError] | None = None):
         self.log, self.publisher, self.fail = log, publisher, dict(fail or {})
@@ -43,9 +51,9 @@ class Deliverer:
         self.log.append("bootstrap " + ",".join(s.name for s in sites))
         return {}
 
-    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> Mapping[str, TlsbridgeError]:
+    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport:
         self.log.append("deliver " + ",".join(s.name for s, _ in items))
-        return {s.name: self.fail[s.name] for s, _ in items if s.name in self.fail}
+        return DeliveryReport(failed={s.name: self.fail[s.name] for s, _ in items if s.name in self.fail})
 
 
 def setup(tmp_path: Path, fail: Mapping[str, TlsbridgeError] | None = None) -> tuple[Reconciler, list[str]]:
@@ -61,8 +69,8 @@ sites:
 """, base=tmp_path)
     log: list[str] = []
     publisher = Publisher(cfg.publish.dir)
-    rec = Reconciler(cfg, FixedClock(T0), obtainer=Obtainer(cfg.certbot.config_dir, log),
-                     deliverer=Deliverer(log, publisher, fail))
+    rec = Reconciler(cfg, FixedClock(T0), build_ports(cfg), obtainer=Obtainer(cfg.certbot.config_dir, log),
+                     ari=NoAri(), deliverer=Deliverer(log, publisher, fail))
     return rec, log
 
 
@@ -73,8 +81,8 @@ def test_placeholders_then_one_bootstrap_then_issue_then_one_delivery_batch(tmp_
     assert log == ["bootstrap one,two", "obtain one", "obtain two", "deliver one,two"]
     assert not list((tmp_path / "le").rglob("*placeholder*"))
     for o in outcomes:
-        assert o.cert is not None and rec.store.get(o.site).extra[DELIVERED] == o.cert.fingerprint
-        assert not parse_pem(rec.publisher.read(o.site) or b"").placeholder
+        assert o.cert is not None and rec.ports.store.get(o.site).delivered == o.cert.fingerprint
+        assert not parse_pem(rec.ports.publisher.read(o.site) or b"").placeholder
 
     log.clear()
     again = rec.run_pass()
@@ -86,7 +94,7 @@ def test_a_failed_delivery_fails_only_its_site_and_is_retried_without_reissuing(
     outcomes = {o.site: o for o in rec.run_pass()}
     assert outcomes["one"].ok and not outcomes["two"].ok
     assert outcomes["two"].issued and outcomes["two"].published and outcomes["two"].reason == "Reload"
-    assert DELIVERED not in rec.store.get("two").extra
+    assert rec.ports.store.get("two").delivered is None
 
     log.clear()
     assert rec.deliverer is not None
@@ -102,9 +110,27 @@ def test_a_published_placeholder_with_a_valid_lineage_is_published_over(tmp_path
     rec.run_pass()
     from tlsbridge.placeholder import make_placeholder
 
-    rec.publisher.publish("one", make_placeholder("one", ("one.example.com",), T0))
+    rec.ports.publisher.publish("one", make_placeholder("one", ("one.example.com",), T0))
     log.clear()
     outcomes = {o.site: o for o in rec.run_pass()}
     assert outcomes["one"].plan.decision.reason == "NotPublished" and outcomes["one"].published
     assert log == ["deliver one"]
-    assert rec.publisher.read("one") == (tmp_path / "le/live/one/cert.pem").read_bytes()
+    assert rec.ports.publisher.read("one") == (tmp_path / "le/live/one/cert.pem").read_bytes()
+
+
+def test_a_nothing_due_pass_parses_no_certificate(tmp_path: Path) -> None:
+    """The memo is injected: a new process (a new memo, loaded from state.dir) parses nothing."""
+    rec, log = setup(tmp_path)
+    rec.run_pass()
+    parsed: list[bytes] = []
+
+    def counting(pem: bytes) -> ObservedCert:
+        parsed.append(pem)
+        return parse_pem(pem)
+
+    fresh = Reconciler(rec.cfg, FixedClock(T0), build_ports(rec.cfg, CertMemo(parse=counting)),
+                       obtainer=rec.obtainer, ari=NoAri(), deliverer=rec.deliverer)
+    log.clear()
+    outcomes = fresh.run_pass()
+    assert [o.plan.decision.reason for o in outcomes] == ["NotDue", "NotDue"] and log == []
+    assert parsed == []

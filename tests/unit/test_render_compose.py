@@ -126,7 +126,8 @@ def test_sidecar_socket_and_proxy() -> None:
     text = compose.render(spec_of(cfg, sidecar=True))
     tb = _services(text)["tlsbridge"]
     assert tb["entrypoint"] == ["tlsbridge"]
-    assert tb["command"] == ["-c", "/etc/tlsbridge/tlsbridge.yaml", "run"]
+    assert tb["command"] == ["-c", "/etc/tlsbridge/tlsbridge.yaml", "run", "--listen", "0.0.0.0:8400"]
+    assert "ports" not in tb
     sock = [m for m in tb["volumes"] if m["source"] == compose.DOCKER_SOCKET]
     assert sock and sock[0]["read_only"] is True
     assert "root-equivalent" in text
@@ -186,7 +187,8 @@ def test_site_ports_paths_and_redirect() -> None:
     assert "listen 80;" in text and "listen 443 ssl http2;" in text
     assert "location ^~ /.well-known/acme-challenge/ {" in text
     assert f"root {nginx.WEBROOT_DIR};" in text
-    assert "return 301 https://$host$request_uri;" in text
+    assert "return 301 https://b.example.com$request_uri;" in text and "$host$request_uri" not in text
+    assert text.count("server_tokens off;") == 2
     assert f"ssl_certificate     {nginx.CERTS_DIR}/b_site/fullchain.pem;" in text
     assert f"ssl_certificate_key {nginx.CERTS_DIR}/b_site/privkey.pem;" in text
 

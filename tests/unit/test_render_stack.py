@@ -41,7 +41,9 @@ def test_the_stack_wires_secrets_configs_labels_and_the_service(tmp_path: Path) 
     assert doc["version"] == "3.8"
     ng, tb = doc["services"]["nginx"], doc["services"]["tlsbridge"]
     assert ng["deploy"]["labels"] == {"tlsbridge.site": "shop,blog"}
-    assert "labels" not in ng and "volumes" not in ng  # a service label; no host folders
+    assert "labels" not in ng  # a service label
+    assert {v["type"] for v in ng["volumes"]} == {"tmpfs"}  # no host folders
+    assert ng["read_only"] is True and ng["cap_drop"] == ["ALL"] and "DAC_OVERRIDE" in ng["cap_add"]
     assert ng["deploy"]["replicas"] == 2
     assert ng["deploy"]["update_config"]["order"] == "start-first"
     assert ng["deploy"]["update_config"]["failure_action"] == "rollback"
@@ -59,8 +61,10 @@ def test_the_stack_wires_secrets_configs_labels_and_the_service(tmp_path: Path) 
     assert tb["deploy"]["replicas"] == 1 and tb["deploy"]["endpoint_mode"] == "dnsrr"
     assert "node.role == manager" in tb["deploy"]["placement"]["constraints"]
     assert {c["target"] for c in tb["configs"]} == {"/etc/tlsbridge/tlsbridge.yaml", "/etc/tlsbridge/ca.pem"}
-    assert {v["target"] for v in tb["volumes"]} == {
+    assert {v["target"] for v in tb["volumes"] if v["type"] != "tmpfs"} == {
         "/etc/letsencrypt", "/var/lib/tlsbridge/state", "/var/lib/tlsbridge/certs", "/var/run/docker.sock"}
+    assert tb["read_only"] is True and tb["cap_drop"] == ["ALL"]
+    assert "/tmp" in {v["target"] for v in tb["volumes"] if v["type"] == "tmpfs"}
     site = (tmp_path / "nginx" / "tlsbridge-site-shop.conf").read_text()
     assert "set $tlsbridge_acme http://tlsbridge:8402;" in site and "resolver 127.0.0.11" in site
     assert "/var/www/tlsbridge-acme" not in site

@@ -59,10 +59,10 @@ def test_decoded_states_are_reused_but_handed_out_as_copies(tmp_path: Path) -> N
     from tlsbridge.model import SiteState
 
     store = StateStore(tmp_path)
-    store.save("a", SiteState(failures=1, extra={"delivered": "x"}))
+    store.save("a", SiteState(failures=1, delivered="x"))
     first = store.load_all()["a"]
-    first.failures, first.extra["delivered"] = 5, "y"  # the reconciler changes states in place
+    first.failures, first.delivered = 5, "y"  # SiteState is mutable: nobody may see this
     again = StateStore(tmp_path).load_all()["a"]
-    assert again == SiteState(failures=1, extra={"delivered": "x"}) and again is not first
+    assert again == SiteState(failures=1, delivered="x") and again is not first
     store.save("a", first)
     assert StateStore(tmp_path).load_some(["a", "b"]) == {"a": first}

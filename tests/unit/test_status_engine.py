@@ -1,12 +1,18 @@
-"""`status` reports the Docker engine's TLS server certificate when daemon_tls is configured."""
+"""`status`: the state of each site from its observation; the Docker engine's TLS server
+certificate when daemon_tls is configured."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from helpers import T0
 
+from tlsbridge import config
 from tlsbridge.cli import main
+from tlsbridge.model import Observation, ObservedCert, SiteState
+from tlsbridge.status import site_status
 
 
 def test_status_shows_the_engine_certificate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -22,3 +28,31 @@ def test_status_shows_the_engine_certificate(tmp_path: Path, capsys: pytest.Capt
     assert main(["-c", str(cfg), "status"]) == 0
     text = capsys.readouterr().out
     assert f"docker engine TLS ({out}): server certificate expires" in text and "days)" in text
+
+
+# -- the state column, decided from one Observation (pure) ---------------------------------------
+
+def test_site_status_from_an_observation() -> None:
+    cfg = config.parse("renewal: {before_expiry: 30d}\nsites: {a: {domains: [a.example]}}\n")
+    site = cfg.sites["a"]
+
+    def cert(fp: str, placeholder: bool = False) -> ObservedCert:
+        return ObservedCert(serial=1, not_before=T0, not_after=T0 + timedelta(days=90), domains=("a.example",),
+                            key_type="ecdsa", issuer="CN=x", fingerprint=fp, placeholder=placeholder)
+
+    failing = SiteState(failures=1, last_error="boom")
+    cases = [
+        (Observation(None, None, None, SiteState()), T0, "missing"),
+        (Observation(None, None, None, failing), T0, "failing"),
+        (Observation(None, cert("p", placeholder=True), None, failing), T0, "placeholder"),
+        (Observation(cert("f"), None, True, SiteState()), T0, "unpublished"),
+        (Observation(cert("f"), cert("f"), None, SiteState()), T0, "valid"),
+        (Observation(cert("f"), cert("f"), None, SiteState()), T0 + timedelta(days=61), "due"),
+        (Observation(cert("f"), cert("f"), None, SiteState()), T0 + timedelta(days=91), "expired"),
+        (Observation(cert("f"), cert("f"), None, failing), T0, "failing"),
+    ]
+    for obs, now, state in cases:
+        row = site_status(site, obs, cfg, now)
+        assert row.state == state, (obs, now)
+    row = site_status(site, cases[4][0], cfg, T0)
+    assert row.renew_after == T0 + timedelta(days=60) and row.cert == cert("f")

@@ -1,31 +1,36 @@
 """The only module that runs certbot: an argv builder (pure) and a subprocess runner.
 
 certbot runs as a child of the same interpreter (certbot 5 has no `__main__`, so through
-`certbot.main.main`), non-interactive, with a timeout; its failures become typed errors carrying
-the tail of its output.
+`certbot.main.main`), non-interactive, with a timeout; its failures become typed errors
+(tlsbridge/adapters/certbot_output.py) carrying the tail of its output.
+
+Each site's challenge is its effective one (`Site.challenge`), so one config can mix a wildcard
+site on DNS-01 with sites on HTTP-01. Secrets stay off certbot's command line: the EAB HMAC key
+reaches certbot through an anonymous in-memory file (memfd) given as `--config /dev/fd/N`, which
+no other user can open, nothing writes to disk and which vanishes with the processes.
+certbot dies with tlsbridge (PR_SET_PDEATHSIG, see certbot_main.py).
 """
 
 from __future__ import annotations
 
+import configparser
+import contextlib
 import logging
 import os
-import re
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tlsbridge.config import Config, Site
-from tlsbridge.errors import (
-    CAUnreachableError,
-    CertbotError,
-    RateLimitedError,
-    TransientCAError,
-    ValidationFailedError,
-)
+from tlsbridge.adapters.certbot_main import PARENT_ENV
+from tlsbridge.adapters.certbot_output import DnsSide, classify, tail
+from tlsbridge.config import ChallengeConfig, Config, Site
+from tlsbridge.errors import AccountGoneError, CertbotError, TransientCAError
 from tlsbridge.model import Action
 from tlsbridge.retry import retry
 
@@ -34,6 +39,10 @@ logger = logging.getLogger(__name__)
 # certbot's main with a more patient badNonce retry (see tlsbridge/adapters/certbot_main.py).
 _ENTRY = ["-m", "tlsbridge.adapters.certbot_main"]
 _SECRET_FLAGS = ("--eab-hmac-key",)
+# DNS plugins that take no --dns-NAME-credentials file but read one named by the environment, and
+# that have no --dns-NAME-propagation-seconds (route53 waits until its change is INSYNC itself).
+_CREDENTIALS_ENV = {"route53": "AWS_SHARED_CREDENTIALS_FILE"}
+_NO_PROPAGATION = frozenset({"route53"})
 _KEY_ARGS = {
     "ecdsa": ["--key-type", "ecdsa", "--elliptic-curve", "secp256r1"],
     "ecdsa-p384": ["--key-type", "ecdsa", "--elliptic-curve", "secp384r1"],
@@ -43,21 +52,25 @@ _KEY_ARGS = {
 }
 
 
+def _accounts_dir(config_dir: Path, server: str) -> Path:
+    parts = urlsplit(server)
+    return config_dir / "accounts" / parts.netloc / parts.path.strip("/")
+
+
 def has_account(config_dir: Path, server: str) -> bool:
     """Whether certbot already holds an ACME account for `server` in `config_dir`."""
-    parts = urlsplit(server)
-    accounts = config_dir / "accounts" / parts.netloc / parts.path.strip("/")
     try:
-        return any(accounts.iterdir())
+        return any(_accounts_dir(config_dir, server).iterdir())
     except OSError:
         return False
 
 
-def build_argv(cfg: Config, site: Site, action: Action, *, register: bool = True) -> list[str]:
+def build_argv(cfg: Config, site: Site, action: Action, *, register: bool = True,
+               eab_config: str | None = None) -> list[str]:
     """certbot's arguments (after the program) to obtain `site`'s certificate.
 
-    `register` adds the EAB credentials, needed only while no account exists (keeps the HMAC
-    key out of the process list on every later run).
+    `register` adds the EAB key id, needed only while no account exists; the HMAC key itself is
+    never an argument: it is in the certbot config file `eab_config` (see eab_config_file()).
     """
     argv = [
         "certonly", "--non-interactive", "--agree-tos", "--no-eff-email",
@@ -74,23 +87,60 @@ def build_argv(cfg: Config, site: Site, action: Action, *, register: bool = True
     if cfg.acme.profile:
         argv += ["--preferred-profile", cfg.acme.profile]
     if cfg.acme.eab and register:
-        argv += ["--eab-kid", cfg.acme.eab.kid, "--eab-hmac-key", cfg.acme.eab.hmac_key]
-    ch = cfg.challenge
-    if ch.method == "webroot":
-        argv += ["--webroot", "--webroot-path", str(ch.webroot)]
-    elif ch.method == "standalone":
-        argv += ["--standalone", "--http-01-port", str(ch.http_port)]
-    else:
-        plugin = f"dns-{ch.dns_plugin}"
-        argv += ["--authenticator", plugin]
-        if ch.dns_credentials:
-            argv += [f"--{plugin}-credentials", str(ch.dns_credentials)]
-        if ch.dns_propagation is not None:
-            argv += [f"--{plugin}-propagation-seconds", str(int(ch.dns_propagation.total_seconds()))]
+        argv += ["--eab-kid", cfg.acme.eab.kid]
+        if eab_config:
+            argv += ["--config", eab_config]
+    argv += challenge_args(site.challenge)
     if action in (Action.RENEW, Action.REISSUE):
         # Our policy decided; certbot's own "not yet due" rule must not second-guess it.
         argv.append("--force-renewal")
     return argv
+
+
+def challenge_args(ch: ChallengeConfig) -> list[str]:
+    """certbot's authenticator arguments for one (effective) challenge.
+
+    DNS plugins go by `--authenticator dns-NAME`, which works for every installed plugin
+    (third-party ones too), where the `--dns-NAME` shortcut exists only for certbot's own.
+    Without dns_propagation the plugin's own default wait applies.
+    """
+    if ch.method == "webroot":
+        return ["--webroot", "--webroot-path", str(ch.webroot)]
+    if ch.method == "standalone":
+        return ["--standalone", "--http-01-port", str(ch.http_port)]
+    plugin = f"dns-{ch.dns_plugin}"
+    args = ["--authenticator", plugin]
+    if ch.dns_credentials and ch.dns_plugin not in _CREDENTIALS_ENV:
+        args += [f"--{plugin}-credentials", str(ch.dns_credentials)]
+    if ch.dns_propagation is not None and ch.dns_plugin not in _NO_PROPAGATION:
+        args += [f"--{plugin}-propagation-seconds", str(int(ch.dns_propagation.total_seconds()))]
+    return args
+
+
+def challenge_env(ch: ChallengeConfig) -> dict[str, str]:
+    """Environment for plugins that find their credentials file through it (route53: an AWS
+    shared-credentials file)."""
+    var = _CREDENTIALS_ENV.get(ch.dns_plugin or "") if ch.method == "dns" else None
+    return {var: str(ch.dns_credentials)} if var and ch.dns_credentials else {}
+
+
+def dns_side(ch: ChallengeConfig) -> DnsSide | None:
+    """Who answers a DNS-01 challenge, for error messages: for rfc2136 the server and port of the
+    credentials file (only those two keys are read), else the plugin's API."""
+    if ch.method != "dns" or not ch.dns_plugin:
+        return None
+    creds = str(ch.dns_credentials) if ch.dns_credentials else None
+    server = None
+    if ch.dns_plugin == "rfc2136" and ch.dns_credentials:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read_string("[c]\n" + ch.dns_credentials.read_text(errors="replace"))
+            host = parser.get("c", "dns_rfc2136_server", fallback="").strip().strip("\"'")
+            port = parser.get("c", "dns_rfc2136_port", fallback="53").strip().strip("\"'") or "53"
+            server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}" if host else None
+        except (OSError, configparser.Error):
+            server = None
+    return DnsSide(ch.dns_plugin, server, creds)
 
 
 def redact(argv: list[str]) -> list[str]:
@@ -101,6 +151,21 @@ def redact(argv: list[str]) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def eab_config_file(hmac_key: str) -> Iterator[tuple[str, int]]:
+    """A certbot config file holding only `eab-hmac-key`, as an anonymous in-memory file.
+
+    Yields (path for `--config`, fd to pass to the child). The file has no name in any folder;
+    /proc/PID/fd/N of its holders is reachable by their own user only.
+    """
+    fd = os.memfd_create("tlsbridge-certbot-eab")
+    try:
+        os.write(fd, f"eab-hmac-key = {hmac_key}\n".encode())
+        yield f"/dev/fd/{fd}", fd
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class RunResult:
     returncode: int
@@ -108,49 +173,100 @@ class RunResult:
 
 
 class CertbotRunner:
-    """Runs certbot for sites of one config."""
+    """Runs certbot for sites of one config (one instance per pass)."""
 
     def __init__(self, cfg: Config, attempts: int = 3) -> None:
         self.cfg = cfg
         self.attempts = attempts
+        self.reregistered = False  # at most one re-registration per pass
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         if self.cfg.acme.ca_bundle:
             env["REQUESTS_CA_BUNDLE"] = str(self.cfg.acme.ca_bundle)
+        env[PARENT_ENV] = str(os.getpid())
         return env
 
     def obtain(self, site: Site, action: Action) -> None:
         """Issue or renew `site`'s certificate into certbot's lineage named after the site.
 
-        Raises RateLimitedError, ValidationFailedError, CAUnreachableError or CertbotError.
+        Raises RateLimitedError, ValidationFailedError, DnsChallengeError, CAUntrustedError,
+        CAUnreachableError, AccountGoneError or CertbotError.
         """
-        if self.cfg.challenge.method == "webroot":
-            self.cfg.challenge.webroot.mkdir(parents=True, exist_ok=True)
-        register = not has_account(self.cfg.certbot.config_dir, self.cfg.acme.directory)
-        argv = build_argv(self.cfg, site, action, register=register)
-        logger.info("site=%s running certbot %s", site.name, " ".join(redact(argv)))
+        if site.challenge.method == "webroot":
+            site.challenge.webroot.mkdir(parents=True, exist_ok=True)
+        dns = dns_side(site.challenge)
 
         def attempt() -> None:
-            result = self.run(argv)
-            if result.returncode != 0:
-                raise classify(site.name, result.output, self.cfg.acme.directory)
+            error = self.certonly(site, action, dns)
+            if isinstance(error, AccountGoneError) and not self.reregistered:
+                # The CA was reset (staging, a test CA): certbot never re-registers by itself.
+                self.reregistered = True
+                try:
+                    moved = self.forget_account()
+                except OSError as exc:
+                    raise CertbotError(f"{error}; its local copy could not be moved aside to register anew: "
+                                       f"{exc.strerror or exc}") from None
+                logger.warning("site=%s the CA %s no longer knows the ACME account; registering a new one "
+                               "(the old one moved to %s)", site.name, self.cfg.acme.directory, moved)
+                error = self.certonly(site, action, dns)
+            if error is not None:
+                raise error
 
         # certbot retries a rejected nonce once; a CA that is briefly away or rejects more
         # nonces than that gets a few more whole attempts, with backoff. Rate limits, failed
-        # validations and other errors are not retried.
+        # validations, DNS and trust failures and other errors are not retried.
         retry(attempt, on=(TransientCAError,), attempts=self.attempts, base=2.0, cap=30.0,
               what=f"site={site.name} certbot")
 
-    def run(self, argv: list[str]) -> RunResult:
+    def certonly(self, site: Site, action: Action, dns: DnsSide | None) -> CertbotError | None:
+        """One certbot run; its failure as an error value (None on success)."""
+        register = not has_account(self.cfg.certbot.config_dir, self.cfg.acme.directory)
+        eab = self.cfg.acme.eab if register else None
+        with contextlib.ExitStack() as stack:
+            path: str | None = None
+            fds: tuple[int, ...] = ()
+            if eab is not None:
+                path, fd = stack.enter_context(eab_config_file(eab.hmac_key))
+                fds = (fd,)
+            argv = build_argv(self.cfg, site, action, register=register, eab_config=path)
+            logger.info("site=%s running certbot %s", site.name, " ".join(redact(argv)))
+            result = self.run(argv, pass_fds=fds, env=challenge_env(site.challenge))
+        if result.returncode == 0:
+            return None
+        return classify(site.name, result.output, self.cfg.acme.directory, dns)
+
+    def forget_account(self) -> Path:
+        """Move certbot's accounts for this CA aside (never deleted: they hold the account keys),
+        so the next certbot run registers anew."""
+        src = _accounts_dir(self.cfg.certbot.config_dir, self.cfg.acme.directory)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        dest = self.cfg.certbot.config_dir / "accounts-gone" / stamp
+        dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.move(src, dest)
+        return dest
+
+    def _private_logs(self) -> None:
+        """certbot's log folder 0700: its debug log records requests and the argument list."""
+        logs = self.cfg.certbot.logs_dir
+        try:
+            logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if logs.stat().st_mode & 0o077:
+                logs.chmod(0o700)
+        except OSError as exc:
+            logger.warning("cannot make certbot's logs folder %s private (0700): %s", logs, exc.strerror or exc)
+
+    def run(self, argv: list[str], pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None) -> RunResult:
+        self._private_logs()
         timeout = self.cfg.certbot.timeout.total_seconds()
         proc = subprocess.Popen(
             [sys.executable, *_ENTRY, *argv],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             start_new_session=True,  # so a timeout can end certbot and anything it started
+            pass_fds=pass_fds,
             text=True,
         )
         try:
@@ -161,53 +277,15 @@ class CertbotRunner:
             raise CertbotError(f"certbot did not finish within {int(timeout)}s (certbot.timeout)",
                                tail(out)) from None
         except BaseException:
-            # Interrupted (SIGTERM/SIGINT): do not leave certbot running on our behalf.
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
+            # Interrupted (SIGINT, or a SIGTERM turned into an exception): stop certbot first; it
+            # removes what it set up (TXT records, its standalone server) on SIGTERM.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
             raise
         logger.debug("certbot exited %d:\n%s", proc.returncode, out)
         return RunResult(proc.returncode, out)
-
-
-_NOISE = re.compile(
-    r"^(Saving debug log|Ask for help|See the logfile|Requesting a certificate|Account registered"
-    r"|Simulating|Hint:|- - -|\s*$)"
-)
-
-
-def tail(output: str, lines: int = 4) -> str:
-    """The last meaningful lines of certbot's output, joined into one line."""
-    kept = [ln.strip() for ln in output.splitlines() if not _NOISE.match(ln)]
-    return " | ".join(kept[-lines:])
-
-
-def classify(site: str, output: str, server: str = "") -> CertbotError:
-    """Turn certbot's output into the error type callers act on (retry, backoff, report)."""
-    low = output.lower()
-    if "ratelimited" in low or "too many" in low or "rate limit" in low:
-        retry_at = None
-        m = re.search(r"retry after (\d{4}-\d\d-\d\d[ t]\d\d:\d\d:\d\d)", output, re.IGNORECASE)
-        if m:
-            retry_at = datetime.fromisoformat(m.group(1).replace(" ", "T")).replace(tzinfo=UTC)
-        when = f" (retry after {retry_at:%Y-%m-%dT%H:%MZ})" if retry_at else ""
-        return RateLimitedError(f"site={site}: the CA rate-limited the order{when}", tail(output),
-                                retry_after=retry_at)
-    if "failed to authenticate some domains" in low or "challenges have failed" in low:
-        m = re.search(r"Domain:\s*(\S+)", output)
-        domain = m.group(1) if m else None
-        detail = re.search(r"Detail:\s*(.+)", output)
-        what = f"domain {domain}" if domain else "a domain"
-        return ValidationFailedError(
-            f"site={site}: the CA could not validate {what} ({detail.group(1).strip() if detail else tail(output, 1)})",
-            "check that the challenge reaches this host (DNS, port 80, webroot served)",
-            domain=domain,
-        )
-    if "badnonce" in low or "anti-replay nonce" in low or "servererror" in low or "503 service" in low:
-        return TransientCAError(f"site={site}: the ACME server answered with a transient error", tail(output))
-    unreachable = ("max retries exceeded", "failed to establish a new connection", "connection refused",
-                   "name or service not known", "temporary failure in name resolution", "timed out",
-                   "unable to connect", "certificate verify failed", "connection aborted",
-                   "remote end closed connection", "connection reset")
-    if any(s in low for s in unreachable):
-        return CAUnreachableError(f"site={site}: the ACME server {server} could not be reached", tail(output))
-    return CertbotError(f"site={site}: certbot failed", tail(output))

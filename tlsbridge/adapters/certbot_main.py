@@ -6,17 +6,41 @@ rejects nonces often (under load, or Pebble's PEBBLE_WFE_NONCEREJECT=30) two unl
 row abort the whole certbot run, and its order with it. A rejected nonce means the request was
 not processed, so repeating it is safe.
 
+It also dies with its parent: tlsbridge starts it in its own session (so a timeout can end its
+whole group), which keeps a terminal's signals away from it; PR_SET_PDEATHSIG makes the kernel
+send it SIGTERM when tlsbridge exits for any reason, `kill -9` included. certbot handles SIGTERM
+by undoing what it set up (TXT records, its standalone server) and exiting.
+
 Run as `python -m tlsbridge.adapters.certbot_main ARGS` (certbot 5 has no `python -m certbot`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import sys
 from typing import Any
 
 BAD_NONCE_ATTEMPTS = 6
+PARENT_ENV = "TLSBRIDGE_CERTBOT_PARENT"  # the pid of the tlsbridge that started this process
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 logger = logging.getLogger(__name__)
+
+
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the parent goes; exit at once if it is already gone
+    (it died between our fork and the prctl)."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+        return
+    if str(os.getppid()) != parent:
+        sys.exit(128 + signal.SIGTERM)
 
 
 def _install_patient_post() -> None:
@@ -41,6 +65,7 @@ def _install_patient_post() -> None:
 
 
 def main() -> int:
+    die_with_parent()
     _install_patient_post()
     from certbot.main import main as certbot_main
 

@@ -4,9 +4,10 @@ nothing.
 A certificate file is known by its path and the identity of the file it resolves to (device,
 inode, size, mtime in ns). certbot and the publisher never rewrite a certificate in place: they
 write new files and swap links, so the same identity means the same bytes; a different one is
-read and parsed again. One memo per process (`MEMO`); the sidecar also keeps it in
-`<state.dir>/certs-memo.json`, so after a restart with nothing changed it does not even load the
-X.509 parser (`cryptography`, ~8 MiB of resident memory, and ~40 us per certificate).
+read and parsed again. One memo per process, made by the caller and handed to whatever reads
+certificates (wiring.build_ports); it is also kept in `<state.dir>/certs-memo.json`, so a new
+process with nothing changed does not even load the X.509 parser (`cryptography`, ~8 MiB of
+resident memory, and ~40 us per certificate).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tlsbridge.adapters.files import write_atomic
+from tlsbridge.certinfo import parse_pem
 from tlsbridge.model import ObservedCert
 
 _Key = tuple[int, int, int, int]
@@ -28,8 +31,9 @@ VERSION = 1
 
 
 class ParseRefused(Exception):  # noqa: N818 - not an error: a signal to the caller
-    """observe() met a certificate it has not parsed while parsing is refused (`refusing_parse`):
-    the sidecar then has the pass done by a short-lived child (sidecar/worker.py)."""
+    """read_cert() met a certificate it has not parsed while parsing is refused
+    (`refusing_parse`): the sidecar then has the pass done by a short-lived child
+    (sidecar/worker.py)."""
 
 
 def memo_file(state_dir: Path) -> Path:
@@ -38,17 +42,22 @@ def memo_file(state_dir: Path) -> Path:
 
 
 class CertMemo:
-    def __init__(self) -> None:
+    def __init__(self, parse: Callable[[bytes], ObservedCert] = parse_pem) -> None:
+        """`parse`: PEM bytes -> ObservedCert, raising ValueError (certinfo.parse_pem, which
+        imports `cryptography` only when first called)."""
+        self._parse = parse
         self._memo: dict[str, tuple[_Key, ObservedCert]] = {}
         self._lock = threading.Lock()
         self._loaded: set[Path] = set()
         self._refusing: int | None = None  # the thread in which a miss raises ParseRefused
         self.dirty = False
 
-    def observe(self, path: Path | str) -> ObservedCert | None:
+    def read_cert(self, path: Path | str) -> ObservedCert | None:
         """The certificate in `path` (PEM; the first one), or None if there is no such file.
+        Parsed only when the file is new or was replaced since it was last parsed.
 
-        Raises ValueError for a file that holds no certificate, like parse_pem.
+        Raises ValueError for a file that holds no certificate (from the parser), OSError when
+        the file cannot be read.
         """
         try:
             st = os.stat(path)  # follows the links to the file itself
@@ -62,11 +71,9 @@ class CertMemo:
             return None
         if self._refusing == threading.get_ident():
             raise ParseRefused(str(path))
-        from tlsbridge.certinfo import parse_pem
-
         # If the file was swapped between stat() and the read, the key stored is the old one:
         # the next call sees a different identity and parses again. Never a stale answer.
-        cert = parse_pem(pem)
+        cert = self._parse(pem)
         with self._lock:
             self._memo[str(path)] = (key, cert)
             self.dirty = True
@@ -116,16 +123,10 @@ class CertMemo:
             self._memo, self.dirty = live, False
         doc = {"version": VERSION,
                "certs": {p: {"key": list(key), "cert": _encode(cert)} for p, (key, cert) in live.items()}}
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, separators=(",", ":"))
-            os.replace(tmp, file)
+            write_atomic(file, json.dumps(doc, separators=(",", ":")).encode("utf-8"), 0o600)
         except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             self.dirty = True  # try again after the next pass
 
 
@@ -148,5 +149,3 @@ def _decode(d: dict[str, Any], same: dict[str, ObservedCert]) -> ObservedCert:
     same[cert.fingerprint] = cert
     return cert
 
-
-MEMO = CertMemo()

@@ -7,25 +7,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlsbridge.adapters.certmemo import MEMO
+from tlsbridge.adapters.certmemo import CertMemo
 from tlsbridge.adapters.publish import CertFiles
 from tlsbridge.model import ObservedCert
 
 
 class CertStore:
-    def __init__(self, config_dir: Path) -> None:
+    def __init__(self, config_dir: Path, memo: CertMemo) -> None:
         self.config_dir = config_dir
+        self.memo = memo
         self._live = f"{config_dir}/live"
 
     def live_dir(self, site: str) -> Path:
         return self.config_dir / "live" / site
 
-    def observe(self, site: str) -> ObservedCert | None:
+    def current_cert(self, site: str) -> ObservedCert | None:
         """The lineage's current certificate, or None when certbot holds none for the site.
 
         Parsed once per file: an unchanged lineage costs one stat() (adapters/certmemo.py).
         """
-        return MEMO.observe(f"{self._live}/{site}/cert.pem")  # str(live_dir(site) / "cert.pem")
+        return self.memo.read_cert(f"{self._live}/{site}/cert.pem")  # str(live_dir(site) / "cert.pem")
 
     def files(self, site: str) -> CertFiles | None:
         live = self.live_dir(site)

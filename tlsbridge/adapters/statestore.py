@@ -68,9 +68,8 @@ class StateStore:
         hit = _DECODED.get(key)
         if hit is None or hit[0] != digest:
             hit = _DECODED[key] = (digest, _decode(data))
-        state = object.__new__(SiteState)
+        state = object.__new__(SiteState)  # a copy: SiteState is mutable
         state.__dict__.update(hit[1].__dict__)
-        state.extra = dict(state.extra)
         return state
 
     def load_some(self, sites: list[str]) -> dict[str, SiteState]:
@@ -121,17 +120,17 @@ _DATES = ("chosen_renewal", "next_attempt", "last_attempt", "last_success", "ari
 
 def _decode(data: str) -> SiteState:
     raw = json.loads(data)
+    extra = raw.get("extra")  # before `delivered` was a field, it was kept as extra["delivered"]
+    if isinstance(extra, dict) and "delivered" not in raw:
+        raw["delivered"] = extra.get("delivered")
     known = SiteState.__dataclass_fields__
     raw = {k: v for k, v in raw.items() if k in known}
     for key in _DATES:
         if raw.get(key):
             raw[key] = datetime.fromisoformat(raw[key])
-    for key in ("chosen_for", "ari_for"):  # fingerprints: one string shared with the memo's
+    for key in ("chosen_for", "ari_for", "delivered"):  # fingerprints: shared with the memo's
         if isinstance(raw.get(key), str):
             raw[key] = sys.intern(raw[key])
-    if isinstance(raw.get("extra"), dict):
-        raw["extra"] = {k: sys.intern(v) if isinstance(v, str) and len(v) == 64 else v
-                        for k, v in raw["extra"].items()}
     if raw.get("ari"):
         a = raw["ari"]
         raw["ari"] = AriWindow(

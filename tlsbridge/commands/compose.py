@@ -8,7 +8,6 @@ running it twice changes nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import re
@@ -16,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tlsbridge.adapters import files
 from tlsbridge.errors import TlsbridgeError, UsageError
 
 if TYPE_CHECKING:
@@ -52,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "build the image from (default: the compose file's folder)")
     parser.add_argument("--sidecar-image", metavar="IMAGE",
                         help="sidecar: run this tlsbridge image instead of building one")
+    parser.add_argument("--socket-proxy-image", metavar="IMAGE",
+                        help="--socket-proxy: the proxy's image, best pinned by digest "
+                             "(NAME:TAG@sha256:...); default: tecnativa/docker-socket-proxy:latest, "
+                             "marked as not pinned in the file")
+    parser.add_argument("--post-quantum", action="store_true",
+                        help="also offer the X25519MLKEM768 key exchange (Mozilla's first choice); "
+                             "the nginx image needs OpenSSL >= 3.5 (Debian 12's 3.0 refuses it)")
     parser.add_argument("--swarm", action="store_true",
                         help="write a stack file for `docker stack deploy` instead: nginx gets "
                              "certificates as Swarm secrets, tlsbridge runs as a service on a "
@@ -80,7 +87,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     nginx_dir = Path(os.path.abspath(args.nginx_dir)) if args.nginx_dir else base / "nginx"
     if nginx_dir.exists() and not nginx_dir.is_dir():
         raise UsageError(f"--nginx-dir {args.nginx_dir}: not a folder")
-    for opt, image in (("--image", args.image), ("--sidecar-image", args.sidecar_image)):
+    for opt, image in (("--image", args.image), ("--sidecar-image", args.sidecar_image),
+                       ("--socket-proxy-image", args.socket_proxy_image)):
         if image is not None and not _IMAGE.fullmatch(image):
             raise UsageError(f"{opt} {image!r}: not an image reference like nginx:stable")
     if args.swarm:
@@ -92,7 +100,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     _warn(cfg)
 
     source = Path(cfg.source).name
-    snippets = nginx.render_all(cfg.sites.values(), nginx.NginxOptions(args.http2, source))
+    snippets = nginx.render_all(cfg.sites.values(), nginx.NginxOptions(
+        args.http2, source, post_quantum=args.post_quantum))
     spec = compose.ComposeSpec(
         source=source,
         sites=[compose.SiteMount(name, shown(cfg.publish.dir / name, base)) for name in cfg.sites],
@@ -135,7 +144,7 @@ def _sidecar_spec(cfg: Config, spec: ComposeSpec, base: Path,
                   args: argparse.Namespace) -> ComposeSpec:
     from dataclasses import replace
 
-    from tlsbridge.render.compose import SIDECAR_CONFIG_DIR, SidecarPaths
+    from tlsbridge.render.compose import SIDECAR_CONFIG_DIR, SOCKET_PROXY_IMAGE, SidecarPaths, is_pinned
 
     config_file = Path(os.path.abspath(cfg.source))
     host_dir = config_file.parent
@@ -165,6 +174,12 @@ def _sidecar_spec(cfg: Config, spec: ComposeSpec, base: Path,
             logger.warning("%s: %s is outside the config's folder, which is all the sidecar "
                            "sees of the host: put it next to the config and refer to it "
                            "relatively", cfg.source, key)
+    if args.socket_proxy_image and not args.socket_proxy:
+        raise UsageError("--socket-proxy-image goes with --socket-proxy")
+    if args.socket_proxy and not is_pinned(args.socket_proxy_image or SOCKET_PROXY_IMAGE):
+        logger.warning("the socket proxy image %s is not pinned: give --socket-proxy-image "
+                       "NAME:TAG@sha256:... of a version you have reviewed",
+                       args.socket_proxy_image or SOCKET_PROXY_IMAGE)
     context = args.build_context if args.build_context is not None else base
     return replace(
         spec,
@@ -174,8 +189,10 @@ def _sidecar_spec(cfg: Config, spec: ComposeSpec, base: Path,
         config_name=config_file.name,
         build_context=os.path.relpath(os.path.abspath(context), base),
         sidecar_image=args.sidecar_image,
+        socket_proxy_image=args.socket_proxy_image or SOCKET_PROXY_IMAGE,
         inside=SidecarPaths(str(cfg.publish.dir), str(cfg.challenge.webroot),
-                            str(cfg.certbot.config_dir), str(cfg.state.dir)),
+                            str(cfg.certbot.config_dir), str(cfg.state.dir),
+                            tuple(str(p) for p in scratch.values())),
     )
 
 
@@ -198,7 +215,7 @@ def _warn(cfg: Config) -> None:
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
-    """Replace `path` with `text` (temp file in the same folder, fsync, rename).
+    """Replace `path` with `text` (adapters.files.write_atomic).
 
     Returns False, touching nothing, when the file already holds exactly this text.
     Raises TlsbridgeError (exit 1) when the file cannot be written.
@@ -211,19 +228,9 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
         pass
     except OSError as exc:
         raise TlsbridgeError(f"cannot read {path}: {exc}") from exc
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.fchmod(fd, mode)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        files.write_atomic(path, data, mode)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise TlsbridgeError(f"cannot write {path}: {exc}") from exc
     return True
 
@@ -274,7 +281,7 @@ def _run_swarm(args: argparse.Namespace, cfg: Config, out_file: Path | None, bas
 
     source = Path(cfg.source).name
     http_port = cfg.challenge.http_port if method == "standalone" else None
-    opts = nginx.NginxOptions(args.http2, source, secrets=True,
+    opts = nginx.NginxOptions(args.http2, source, secrets=True, post_quantum=args.post_quantum,
                               acme_proxy=stack.acme_proxy_url(http_port) if http_port else "")
     snippets = nginx.render_all(cfg.sites.values(), opts)
     spec = stack.StackSpec(
@@ -288,6 +295,7 @@ def _run_swarm(args: argparse.Namespace, cfg: Config, out_file: Path | None, bas
         certbot_config_dir=inside.certbot_config_dir,
         state_dir=inside.state_dir,
         http_port=http_port,
+        scratch=inside.scratch,
         image=args.image,
         sidecar_image=args.sidecar_image or stack.DEFAULT_SIDECAR_IMAGE,
         publish_mode=args.publish_mode,

@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the local socket kept in hosts (default /var/run/docker.sock)")
     parser.add_argument("--dockerd", metavar="PATH",
                         help="dockerd for the drop-in's ExecStart (default: found on PATH)")
+    parser.add_argument("--ca-dir", type=Path, metavar="DIR",
+                        help="keep the CA's private key here instead of in --out (dockerd never "
+                             "needs it; an existing one in --out is moved). With "
+                             "$TLSBRIDGE_CA_PASSPHRASE set it is stored encrypted")
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:

@@ -51,6 +51,5 @@ def engine_findings() -> list[Finding]:
     """The Docker engine's remote-access setup on this host (daemon.json, systemd drop-in, ufw)."""
     from tlsbridge.clock import SystemClock
     from tlsbridge.daemon_tls.checks import check_host
-    from tlsbridge.doctor import Finding
 
-    return [Finding(f.level, None, f.message, f.fix) for f in check_host(now=SystemClock().now())]
+    return check_host(now=SystemClock().now())

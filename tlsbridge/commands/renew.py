@@ -1,4 +1,5 @@
-"""`tlsbridge renew`: one reconcile pass; exit 1 if any site failed (the others still processed)."""
+"""`tlsbridge renew`: one reconcile pass; exit 1 if any site failed (the others still processed)
+or is failing: backing off after a failed attempt, so that cron and CI monitoring see it."""
 
 from __future__ import annotations
 
@@ -29,14 +30,19 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     reconciler = build_reconciler(cfg, SystemClock())
     outcomes = reconciler.run_pass(args.site, force=args.force, dry_run=args.dry_run)
     failed = [o for o in outcomes if not o.ok]
+    waiting = [o for o in outcomes if o.ok and o.backing_off]
     for o in outcomes:
         if args.dry_run:
             print(o.plan.render())
-        elif o.ok:
+        elif o.ok and not o.backing_off:
             print(_summary(o))
     for o in failed:
         print(f"tlsbridge: site {o.site} failed ({o.reason}): {o.error}", file=sys.stderr)
-    return 1 if failed else 0
+    for o in waiting:
+        until = f"{o.waiting_until:%Y-%m-%dT%H:%M:%SZ}" if o.waiting_until else "later"
+        print(f"tlsbridge: site={o.site} backing off until {until}: "
+              f"{o.last_error or o.plan.decision.message}", file=sys.stderr)
+    return 1 if failed or waiting else 0
 
 
 def _summary(o: object) -> str:

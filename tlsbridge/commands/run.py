@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tlsbridge.cli import Context
 
-DEFAULT_LISTEN = "0.0.0.0:8400"
+# Loopback on a host; the image sets TLSBRIDGE_LISTEN=0.0.0.0:8400 (its own network namespace).
+DEFAULT_LISTEN = "127.0.0.1:8400"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=os.environ.get("TLSBRIDGE_LISTEN") or DEFAULT_LISTEN,
                         help="HTTP endpoint for /healthz, /readyz, /metrics and the status page "
                              f"(default: $TLSBRIDGE_LISTEN or {DEFAULT_LISTEN})")
+    parser.add_argument("--token-file", metavar="FILE",
+                        default=os.environ.get("TLSBRIDGE_TOKEN_FILE") or None,
+                        help="require `Authorization: Bearer <the file's content>` for / and "
+                             "/metrics (not /healthz, /readyz); default: $TLSBRIDGE_TOKEN_FILE")
     parser.add_argument("--log-format", choices=("text", "json"),
                         default=os.environ.get("TLSBRIDGE_LOG_FORMAT") or "text",
                         help="logs on stdout: text lines, or one JSON object per line "
@@ -41,9 +46,25 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
     host, port = parse_listen(args.listen)
+    token = read_token(args.token_file) if args.token_file else None
     cfg = ctx.config()
 
-    from tlsbridge.sidecar.loop import Daemon
+    from tlsbridge.sidecar.loop import Sidecar
 
-    daemon = Daemon(cfg, lambda: config.load(ctx.config_path), clock_from_env(), host=host, port=port)
-    return daemon.run()
+    sidecar = Sidecar(cfg, lambda: config.load(ctx.config_path), clock_from_env(), host=host,
+                      port=port, token=token)
+    return sidecar.run()
+
+
+def read_token(path: str) -> str:
+    """The bearer token in `path` (surrounding whitespace dropped). Raises UsageError."""
+    from tlsbridge.errors import UsageError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--token-file {path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
+    if not token or any(c.isspace() or not c.isprintable() for c in token):
+        raise UsageError(f"--token-file {path}: must hold one token (printable, no spaces)")
+    return token

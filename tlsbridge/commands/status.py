@@ -19,10 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from tlsbridge.clock import SystemClock
     from tlsbridge.status import collect, render_table
+    from tlsbridge.wiring import build_ports
 
     cfg = ctx.config()
     now = SystemClock().now()
-    rows = collect(cfg, now)
+    rows = collect(cfg, build_ports(cfg), now)
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
     else:

@@ -3,14 +3,18 @@ daemon.json and the systemd drop-in, written into one folder.
 
 Layout of the output folder (Docker's own walkthrough names):
 
-    ca.pem, ca-key.pem                    the private CA (key 0600), reused once created
+    ca.pem, ca-key.pem                    the private CA (key 0600), reused once created; with
+                                          --ca-dir DIR the key (and a copy of ca.pem) live in DIR
     server-cert.pem, server-key.pem       the engine's certificate (unless --server-cert-site)
     clients/NAME/{ca,cert,key}.pem        one folder per client, as DOCKER_CERT_PATH expects
     daemon.json                           tls + tlsverify, hosts = unix socket + tcp listener
     docker.service.d/tlsbridge.conf       the drop-in that removes `-H fd://`
 
 Level-triggered and idempotent: everything is read and decided first (a bad input raises before
-any file is touched), then only files whose bytes differ are written, each atomically.
+any file is touched), then only files whose bytes differ are written, each atomically. Modes are
+set explicitly whatever the umask: folders 0700 (clients/ and the CA's), docker.service.d 0755,
+keys 0600, certificates and configs 0644. The CA's key is read only to sign (authority.py).
+
 `ensure_daemon_tls` is also what the long-running `run` calls to keep the certificates fresh.
 """
 
@@ -28,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tlsbridge.adapters.files import write_atomic
 from tlsbridge.daemon_tls import pki
+from tlsbridge.daemon_tls.authority import CaState, DaemonTlsError, ensure_ca, read_file
 from tlsbridge.daemon_tls.settings import DaemonTlsSettings
-from tlsbridge.errors import TlsbridgeError, UsageError
+from tlsbridge.errors import UsageError
 from tlsbridge.render import daemon_json as render
 
 __all__ = ["DaemonTlsError", "DaemonTlsSettings", "Result", "ensure_daemon_tls",
@@ -42,10 +48,8 @@ logger = logging.getLogger(__name__)
 
 KEY_MODE = 0o600
 CERT_MODE = 0o644
-
-
-class DaemonTlsError(TlsbridgeError):
-    """The engine's TLS files could not be prepared (nothing written) or written (named)."""
+PRIVATE_DIR_MODE = 0o700  # the output folder when created, clients/, each client's, the CA's
+PUBLIC_DIR_MODE = 0o755  # docker.service.d: installed under /etc/systemd/system as it is
 
 
 @dataclass
@@ -83,15 +87,19 @@ def ensure_daemon_tls(settings: DaemonTlsSettings, now: datetime) -> Result:
     files: dict[Path, tuple[bytes, int]] = {}  # desired content, in write order
 
     existing = _read_merge(settings.merge)
-    ca = _ensure_ca(out, settings, now, result)
+    ca = ensure_ca(out, settings, now, result.events)
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
-    files[out / "ca-key.pem"] = (ca.key_pem, KEY_MODE)
+    if ca.stored_key is not None:
+        files[ca.key_path] = (ca.stored_key, KEY_MODE)
     files[out / "ca.pem"] = (ca.cert_pem, CERT_MODE)
+    if ca.key_path.parent != out:
+        files[ca.key_path.parent / "ca.pem"] = (ca.cert_pem, CERT_MODE)
 
     if settings.server_cert_site is None:
         server = _ensure_leaf(out / "server-cert.pem", out / "server-key.pem", now, ca_cert,
                               ExtendedKeyUsageOID.SERVER_AUTH, settings.names, "server",
-                              lambda: pki.make_server_cert(ca, settings.names, now), result)
+                              lambda: pki.make_server_cert(ca.signer("the server certificate"),
+                                                           settings.names, now), result)
         files[out / "server-key.pem"] = (server.key_pem, KEY_MODE)
         files[out / "server-cert.pem"] = (server.cert_pem, CERT_MODE)
         cert_path, key_path = out / "server-cert.pem", out / "server-key.pem"
@@ -105,7 +113,7 @@ def ensure_daemon_tls(settings: DaemonTlsSettings, now: datetime) -> Result:
         d = out / "clients" / client
         pair = _ensure_leaf(d / "cert.pem", d / "key.pem", now, ca_cert,
                             ExtendedKeyUsageOID.CLIENT_AUTH, None, f"client {client}",
-                            partial(pki.make_client_cert, ca, client, now), result)
+                            partial(_client_cert, ca, client, now), result)
         files[d / "key.pem"] = (pair.key_pem, KEY_MODE)
         files[d / "cert.pem"] = (pair.cert_pem, CERT_MODE)
         files[d / "ca.pem"] = (client_ca, CERT_MODE)
@@ -117,12 +125,17 @@ def ensure_daemon_tls(settings: DaemonTlsSettings, now: datetime) -> Result:
     files[result.daemon_json] = (render.daemon_json_text(data).encode(), CERT_MODE)
     files[result.dropin] = (render.render_dropin(settings.dockerd).encode(), CERT_MODE)
 
+    _make_folders(out, settings, ca.key_path.parent)
     for path, (content, mode) in files.items():
         if _write_if_changed(path, content, mode):
             result.written.append(path)
             logger.debug("daemon-tls: wrote %s", path)
         else:
             result.unchanged.append(path)
+    if ca.stale_key is not None:  # moved to --ca-dir: the copy next to the engine's files goes
+        ca.stale_key.unlink(missing_ok=True)
+        result.events.append(f"moved the CA key from {ca.stale_key} to {ca.key_path}")
+        logger.info("daemon-tls: moved the CA key from %s to %s", ca.stale_key, ca.key_path)
     server_files = {result.daemon_json, out / "server-cert.pem", out / "server-key.pem",
                     out / "ca.pem"}
     result.restart_needed = any(p in server_files for p in result.written)
@@ -147,19 +160,10 @@ def server_cert_expiry(out_dir: Path) -> datetime | None:
 # -- deciding -------------------------------------------------------------------------------
 
 
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise DaemonTlsError(f"cannot read {path}: {exc.strerror or exc}") from exc
-
-
 def _read_merge(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    raw = _read(path)
+    raw = read_file(path)
     if raw is None:  # a fresh host has no /etc/docker/daemon.json yet
         logger.info("daemon-tls: %s does not exist; merging into an empty daemon.json", path)
         return {}
@@ -172,52 +176,14 @@ def _read_merge(path: Path | None) -> dict[str, Any] | None:
     return data
 
 
-def _ensure_ca(out: Path, settings: DaemonTlsSettings, now: datetime,
-               result: Result) -> pki.KeyPair:
-    key_pem, cert_pem = _read(out / "ca-key.pem"), _read(out / "ca.pem")
-    cn = f"tlsbridge Docker engine CA ({settings.connect_host})"[:64]
-    if key_pem is None and cert_pem is not None:
-        # A new CA would silently lock out every client certificate issued so far.
-        raise DaemonTlsError(
-            f"{out / 'ca-key.pem'} is missing but {out / 'ca.pem'} exists: restore the key, or "
-            f"remove {out / 'ca.pem'} to create a new CA (every client then needs a new "
-            "certificate)")
-    if key_pem is None:
-        result.events.append("created a new private CA")
-        logger.info("daemon-tls: created a private CA in %s", out)
-        return pki.make_ca(now, cn)
-    try:
-        key = pki.load_key(key_pem)
-    except ValueError as exc:
-        raise DaemonTlsError(f"{out / 'ca-key.pem'} is not an ECDSA private key: {exc}") from None
-    reason = "missing"
-    if cert_pem is not None:
-        try:
-            cert = x509.load_pem_x509_certificate(cert_pem)
-        except ValueError:
-            cert = None
-        reason = pki.needs_ca_renewal(cert, key, now) or ""
-        if not reason:
-            return pki.KeyPair(key_pem, cert_pem)
-        if cert is not None and _cn(cert):
-            cn = _cn(cert)
-    # Same key and subject: certificates it signed before still chain to the new one.
-    ca = pki.make_ca(now, cn, key=key)
-    result.events.append(f"re-created the CA certificate for the existing CA key ({reason})")
-    logger.info("daemon-tls: re-created the CA certificate (%s), expires %s", reason,
-                x509.load_pem_x509_certificate(ca.cert_pem).not_valid_after_utc.isoformat())
-    return pki.KeyPair(key_pem, ca.cert_pem)
-
-
-def _cn(cert: x509.Certificate) -> str:
-    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else ""
+def _client_cert(ca: CaState, client: str, now: datetime) -> pki.KeyPair:
+    return pki.make_client_cert(ca.signer(f"client {client}'s certificate"), client, now)
 
 
 def _ensure_leaf(cert_path: Path, key_path: Path, now: datetime, ca_cert: x509.Certificate,
                  usage: x509.ObjectIdentifier, names: pki.Names | None, what: str,
                  issue: Callable[[], pki.KeyPair], result: Result) -> pki.KeyPair:
-    cert_pem, key_pem = _read(cert_path), _read(key_path)
+    cert_pem, key_pem = read_file(cert_path), read_file(key_path)
     cert: x509.Certificate | None = None
     reason: str | None = None
     if cert_pem is not None:
@@ -249,12 +215,12 @@ def _site_cert(settings: DaemonTlsSettings, result: Result) -> tuple[Path, Path,
     """The site's published certificate paths and the CA bundle clients verify it with."""
     chain, key, bundle_path = settings.site_fullchain, settings.site_privkey, settings.trust_bundle
     assert chain is not None and key is not None, "site paths are set with server_cert_site"
-    pem = _read(chain)
-    if pem is None or _read(key) is None:
+    pem = read_file(chain)
+    if pem is None or read_file(key) is None:
         raise DaemonTlsError(
             f"site {settings.server_cert_site} has no published certificate at {chain}: "
             f"run `tlsbridge renew --site {settings.server_cert_site}` first")
-    bundle = _read(bundle_path) if bundle_path is not None else None
+    bundle = read_file(bundle_path) if bundle_path is not None else None
     if not bundle:
         raise DaemonTlsError(f"no system CA bundle ({bundle_path or 'none found'}) to verify site "
                              f"{settings.server_cert_site}'s public certificate with: install "
@@ -286,6 +252,38 @@ def _warn(result: Result, message: str) -> None:
 # -- writing --------------------------------------------------------------------------------
 
 
+def _make_folders(out: Path, settings: DaemonTlsSettings, key_dir: Path) -> None:
+    """Create (or fix) every folder with an explicit mode, whatever the umask."""
+    try:
+        _mkdir(out, PRIVATE_DIR_MODE, fix=False)
+        mode = stat.S_IMODE(out.stat().st_mode)
+        if mode & 0o022:  # others could swap files in it (daemon.json, the drop-in)
+            os.chmod(out, mode & ~0o022)
+            logger.info("daemon-tls: %s was writable by others: now %o", out, mode & ~0o022)
+        _mkdir(out / "docker.service.d", PUBLIC_DIR_MODE)
+        if settings.clients:
+            _mkdir(out / "clients", PRIVATE_DIR_MODE)
+            for client in settings.clients:
+                _mkdir(out / "clients" / client, PRIVATE_DIR_MODE)
+        if key_dir != out:
+            _mkdir(key_dir, PRIVATE_DIR_MODE)
+    except OSError as exc:
+        raise DaemonTlsError(f"cannot create {exc.filename}: {exc.strerror or exc}") from exc
+
+
+def _mkdir(path: Path, mode: int, *, fix: bool = True) -> None:
+    """`path` with `mode`; missing parents are made 0755. `fix`: also correct an existing one."""
+    if not path.parent.is_dir():
+        _mkdir(path.parent, PUBLIC_DIR_MODE, fix=False)
+    try:
+        path.mkdir(mode)
+    except FileExistsError:
+        if not fix or stat.S_IMODE(path.stat().st_mode) == mode:
+            return
+        logger.info("daemon-tls: fixed the mode of %s to %o", path, mode)
+    os.chmod(path, mode)  # mkdir's mode is narrowed by the umask; chmod is not
+
+
 def _write_if_changed(path: Path, content: bytes, mode: int) -> bool:
     """Write `content` atomically (temp file + rename) unless the file already holds it.
 
@@ -310,22 +308,4 @@ def _write_if_changed(path: Path, content: bytes, mode: int) -> bool:
 
 def _atomic_write(path: Path, content: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    done = False
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)  # the umask may have narrowed it, an old temp widened it
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        done = True
-    finally:
-        if not done:
-            tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, content, mode)

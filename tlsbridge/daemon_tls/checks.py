@@ -12,7 +12,6 @@ import json
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-ERROR = "error"
-WARNING = "warning"
+from tlsbridge.doctor import ERROR, WARNING, Finding
+
 EXPIRY_WARNING = timedelta(days=30)
 PUBLIC_CA_ORGS = ("let's encrypt", "internet security research group", "isrg")
 FIX_TLS = ("tlsbridge daemon-tls --out /etc/docker/tlsbridge --merge /etc/docker/daemon.json "
@@ -32,16 +31,6 @@ TRUST_STORE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Reads a PEM file: its certificates, None when the file does not exist; ValueError/OSError
 # when it cannot be read or parsed.
 ReadCert = Callable[[str], Sequence[x509.Certificate] | None]
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: str  # "error" | "warning"
-    message: str
-    fix: str  # one line
-
-    def __str__(self) -> str:
-        return f"{self.level}: {self.message}; fix: {self.fix}"
 
 
 def check_daemon_json(data: Mapping[str, Any], *, dropin_present: bool, ufw_active: bool,

@@ -6,6 +6,10 @@ everywhere), certificates are signed with SHA-256.
 
 Why a private CA: Docker authenticates clients by `tlscacert`; a public CA would let anyone with
 one of its certificates in, and Let's Encrypt certificates cannot authenticate clients anyway.
+
+A new CA carries nameConstraints (critical): it may vouch only for the engine's own DNS names and
+IP addresses, so a ca.pem that ends up in some trust store cannot be used to impersonate other
+hosts. Client certificates have no subjectAltName, which name constraints do not restrict.
 """
 
 from __future__ import annotations
@@ -70,9 +74,25 @@ def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def load_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
-    """An ECDSA private key from PEM. Raises ValueError for anything else."""
-    key = serialization.load_pem_private_key(pem, password=None)
+def encrypted_key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes) -> bytes:
+    """PKCS#8 PEM encrypted with `passphrase` (the best scheme the library offers)."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.BestAvailableEncryption(passphrase))
+
+
+def is_encrypted(pem: bytes) -> bool:
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem
+
+
+def load_key(pem: bytes, password: bytes | None = None) -> ec.EllipticCurvePrivateKey:
+    """An ECDSA private key from PEM (decrypted with `password` when it is encrypted).
+
+    Raises ValueError for anything else, a wrong password, or an encrypted key without one.
+    """
+    try:
+        key = serialization.load_pem_private_key(pem, password=password if is_encrypted(pem) else None)
+    except TypeError as exc:  # encrypted without a password
+        raise ValueError(str(exc)) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValueError("not an ECDSA private key")
     return key
@@ -85,12 +105,42 @@ def _key_usage(*, sign: bool = True, cert_sign: bool = False) -> x509.KeyUsage:
                          decipher_only=False)
 
 
+def name_constraints(names: Names) -> x509.NameConstraints | None:
+    """Permitted subtrees: exactly the engine's DNS names (and their subdomains) and IPs."""
+    if not names:
+        return None
+    permitted: list[x509.GeneralName] = [x509.DNSName(d) for d in names.dns]
+    permitted += [x509.IPAddress(ipaddress.ip_network(i)) for i in names.ips]
+    return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None)
+
+
+def ca_permits(ca_cert: x509.Certificate, names: Names) -> bool:
+    """Whether the CA's nameConstraints (if any) allow every one of `names`. Pure."""
+    try:
+        nc = ca_cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return True
+    allowed = nc.permitted_subtrees or []
+    dns_ok = [g.value.lower() for g in allowed if isinstance(g, x509.DNSName)]
+    nets = [g.value for g in allowed if isinstance(g, x509.IPAddress)]
+    for d in names.dns:
+        if dns_ok and not any(d == p or d.endswith("." + p) for p in dns_ok):
+            return False
+    for i in names.ips:
+        ip = ipaddress.ip_address(i)
+        if nets and not any(isinstance(n, ipaddress.IPv4Network | ipaddress.IPv6Network)
+                            and ip.version == n.version and ip in n for n in nets):
+            return False
+    return True
+
+
 def make_ca(now: datetime, common_name: str = "tlsbridge Docker engine CA",
-            key: ec.EllipticCurvePrivateKey | None = None) -> KeyPair:
+            key: ec.EllipticCurvePrivateKey | None = None, names: Names | None = None) -> KeyPair:
     """A self-signed CA that may sign leaf certificates only (path length 0).
 
     `key` re-creates the certificate for an existing CA key (same subject: certificates it
-    signed before still chain to it).
+    signed before still chain to it). `names`: the only server names it may sign for
+    (nameConstraints); None or empty: unconstrained.
     """
     key = key or _new_key()
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
@@ -107,9 +157,11 @@ def make_ca(now: datetime, common_name: str = "tlsbridge Docker engine CA",
         .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                        critical=False)
-        .sign(key, hashes.SHA256())
     )
-    return KeyPair(key_pem(key), cert_pem(cert))
+    constraints = name_constraints(names or Names())
+    if constraints is not None:
+        cert = cert.add_extension(constraints, critical=True)
+    return KeyPair(key_pem(key), cert_pem(cert.sign(key, hashes.SHA256())))
 
 
 def _leaf(ca: KeyPair, subject_cn: str, usage: x509.ObjectIdentifier, now: datetime,

@@ -13,15 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tlsbridge import names
 from tlsbridge.config import Config
 from tlsbridge.daemon_tls import pki
 from tlsbridge.errors import ConfigError, TlsbridgeError, UsageError
-from tlsbridge.render.daemon_json import DEFAULT_SOCKET, DROPIN_NAME
-
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_CLIENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_LISTEN = re.compile(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\s\[\]]+):(\d+)")
-_Fail = Callable[[str, str], TlsbridgeError]
+from tlsbridge.render.daemon_json import DEFAULT_SOCKET, DROPIN_NAME, unsafe_exec_path
 
 
 @dataclass(frozen=True)
@@ -43,6 +39,7 @@ class DaemonTlsSettings:
     trust_bundle: Path | None = None
     unix_socket: str = DEFAULT_SOCKET
     dockerd: str = "/usr/bin/dockerd"
+    ca_dir: Path | None = None  # where the CA's key lives when not in `out` (absolute)
 
 
 @dataclass(frozen=True)
@@ -58,6 +55,7 @@ class Flags:
     server_cert_site: str | None = None
     unix_socket: str | None = None
     dockerd: str | None = None
+    ca_dir: Path | None = None
 
 
 def resolve_settings(cfg: Config | None, args: Flags | None = None) -> DaemonTlsSettings:
@@ -75,36 +73,35 @@ def resolve_settings(cfg: Config | None, args: Flags | None = None) -> DaemonTls
             return ConfigError(source, where, problem)
         return UsageError(f"daemon-tls {where}: {problem}")
 
-    def items(flag: list[str] | None, flag_name: str, key: str) -> list[tuple[str, str]]:
-        """(value, where it came from) pairs: the flag's values, else the config's list."""
-        if flag is not None:
-            return [(v, flag_name) for v in flag]
-        values: tuple[str, ...] = getattr(base, key) if base is not None else ()
-        return [(v, f"daemon_tls.{key}[{i}]") for i, v in enumerate(values)]
-
     out: Path | None = args.out if args.out is not None else base.out if base else None
     if out is None:
         raise UsageError("daemon-tls: no output folder: give --out DIR "
                          "(or set daemon_tls.out in the config file)")
-    dns = [_hostname(v, where, fail) for v, where in items(args.hostname, "--hostname",
-                                                          "hostnames")]
-    ips: list[str] = []
-    for v, where in items(args.ip, "--ip", "ips"):
+
+    # The config's values were validated when it was loaded (names.py); flags are checked here
+    # by the same validators.
+    def check(flag: list[str] | None, flag_name: str, key: str,
+              validate: Callable[[str], str]) -> list[str]:
+        if flag is None:
+            return list(getattr(base, key)) if base is not None else []
         try:
-            ips.append(str(ipaddress.ip_address(v)))
-        except ValueError:
-            raise fail(where, f"{v!r} is not an IP address") from None
-    clients: list[str] = []
-    for v, where in items(args.client, "--client", "clients"):
-        if not _CLIENT.match(v):
-            raise fail(where, f"{v!r}: a client name is lowercase letters, digits, '.', '_', '-'")
-        if v not in clients:
-            clients.append(v)
-    if args.listen is not None:
-        listen_host, listen_port = _listen(args.listen, "--listen", fail)
-    else:
-        listen_host, listen_port = _listen(base.listen if base else "0.0.0.0:2376",
-                                           "daemon_tls.listen", fail)
+            return [validate(v) for v in flag]
+        except ValueError as exc:
+            raise UsageError(f"daemon-tls {flag_name}: {exc}") from None
+
+    def client(name: str) -> str:
+        if not names.is_client_name(name):
+            raise ValueError(f"{name!r}: {names.CLIENT_NAME_RULE}")
+        return name
+
+    dns = check(args.hostname, "--hostname", "hostnames", names.host_name)
+    ips = check(args.ip, "--ip", "ips", names.ip_address)
+    clients = list(dict.fromkeys(check(args.client, "--client", "clients", client)))
+    listen = args.listen if args.listen is not None else base.listen if base else "0.0.0.0:2376"
+    try:
+        listen_host, listen_port = names.host_port(listen)
+    except ValueError as exc:
+        raise fail("--listen" if args.listen is not None else "daemon_tls.listen", str(exc)) from None
     merge: Path | None = args.merge if args.merge is not None else base.merge if base else None
     site: str | None = args.server_cert_site or (base.server_cert_site if base else None)
 
@@ -114,11 +111,12 @@ def resolve_settings(cfg: Config | None, args: Flags | None = None) -> DaemonTls
     # Where this runs without dockerd (the `run` sidecar's container), keep the drop-in's path.
     dockerd: str = (args.dockerd or shutil.which("dockerd") or _dropin_dockerd(out)
                     or "/usr/bin/dockerd")
-    if not dockerd.startswith("/"):
-        raise UsageError(f"daemon-tls --dockerd {dockerd!r}: must be an absolute path")
+    problem = unsafe_exec_path(dockerd)
+    if problem:
+        raise UsageError(f"daemon-tls --dockerd {dockerd!r}: {problem}")
 
     site_chain = site_key = trust_bundle = None
-    names = pki.Names.of(dns, ips)
+    san = pki.Names.of(dns, ips)
     if site is not None:
         where = "--server-cert-site" if args.server_cert_site else "daemon_tls.server_cert_site"
         if cfg is None:
@@ -130,50 +128,22 @@ def resolve_settings(cfg: Config | None, args: Flags | None = None) -> DaemonTls
         site_chain, site_key = site_dir / "fullchain.pem", site_dir / "privkey.pem"
         trust_bundle = _trust_bundle()
         connect = (dns or ips or [cfg.sites[site].domains[0]])[0]
-        names = pki.Names()
+        san = pki.Names()
     else:
-        if not names and _specific_ip(listen_host):
-            names = pki.Names.of([], [listen_host])
-        if not names:
+        if not san and _specific_ip(listen_host):
+            san = pki.Names.of([], [listen_host])
+        if not san:
             raise UsageError("daemon-tls: give --hostname NAME or --ip ADDR: the names clients "
                              "use to reach the engine (they go into its certificate)")
-        connect = (names.dns or names.ips)[0]
+        connect = (san.dns or san.ips)[0]
 
     return DaemonTlsSettings(
-        out=out.absolute(), names=names, connect_host=connect, listen_host=listen_host,
+        out=out.absolute(), names=san, connect_host=connect, listen_host=listen_host,
         listen_port=listen_port, clients=tuple(clients),
         merge=merge.absolute() if merge is not None else None, server_cert_site=site,
         site_fullchain=site_chain, site_privkey=site_key, trust_bundle=trust_bundle,
-        unix_socket=socket, dockerd=dockerd)
-
-
-def _hostname(name: str, where: str, fail: _Fail) -> str:
-    import idna
-
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        pass
-    else:
-        raise fail(where, f"{name!r} is an IP address: give it with --ip (daemon_tls.ips)")
-    try:
-        ascii_name = idna.encode(name.rstrip("."), uts46=True).decode("ascii").lower()
-    except (idna.IDNAError, UnicodeError) as exc:
-        raise fail(where, f"{name!r} is not a valid DNS name ({exc})") from None
-    if len(ascii_name) > 253 or not all(_LABEL.match(p) for p in ascii_name.split(".")):
-        raise fail(where, f"{name!r} is not a valid DNS name")
-    return ascii_name
-
-
-def _listen(text: str, where: str, fail: _Fail) -> tuple[str, int]:
-    match = _LISTEN.fullmatch(text)
-    if not match:
-        raise fail(where, f"{text!r} is not ADDR:PORT (e.g. 0.0.0.0:2376 or [::]:2376)")
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if not 1 <= port <= 65535:
-        raise fail(where, f"port {port} is out of range 1..65535")
-    return host, port
+        unix_socket=socket, dockerd=dockerd,
+        ca_dir=args.ca_dir.absolute() if args.ca_dir is not None else None)
 
 
 def _trust_bundle() -> Path | None:

@@ -4,13 +4,14 @@ Called by the reconciler once per pass with every site it published, so a contai
 several sites is reloaded exactly once. Per container: `nginx -t` inside it (exit code checked),
 then SIGHUP to PID 1 when PID 1 is nginx's master (the fastest path: ~13 ms through the API,
 no exec), else `nginx -s reload`; a target that is not running is started instead. Then fresh
-TLS connections to each target until the published leaf is served and old workers are gone.
+TLS connections to each target until the published leaf is served and old workers are gone
+(delivery.verify, the one verification path).
 
 A failed config test means no reload: nginx keeps serving the previous certificate and the site
 fails with nginx's own output. Errors are per site; one site's failure never stops another's.
 
 When the engine is a Swarm manager, services labelled tlsbridge.site are delivered to first,
-through secrets and a rolling update (deliver_swarm.py); their task containers are then not
+through secrets and a rolling update (delivery.swarm); their task containers are then not
 reloaded as containers.
 """
 
@@ -25,24 +26,19 @@ from typing import TYPE_CHECKING
 from tlsbridge.adapters.docker import ContainerGoneError, DockerAdapter
 from tlsbridge.config import Config, Site
 from tlsbridge.delivery.swarm_plan import SERVICE_LABEL as SWARM_SERVICE_LABEL
-from tlsbridge.delivery.verify import (
-    PROBE_INTERVAL,
-    PROBE_INTERVAL_SETTLED,
-    VERIFY_SETTLE,
-    VERIFY_TIMEOUT,
-    ServedTracker,
-)
-from tlsbridge.errors import DockerError, ReloadError, TlsbridgeError, VerifyError
-from tlsbridge.model import ObservedCert
-from tlsbridge.targets import SITE_LABEL, ContainerInfo, probe_address, resolve, sni_for, start_decision
+from tlsbridge.delivery.verify import VERIFY_SETTLE, VERIFY_TIMEOUT, Probe, Verifier, site_probes
+from tlsbridge.errors import DockerError, ReloadError, TlsbridgeError
+from tlsbridge.model import DeliveryReport, ObservedCert
+from tlsbridge.targets import SITE_LABEL, ContainerInfo, probe_address, resolve, start_decision
 
 if TYPE_CHECKING:
-    from tlsbridge.delivery.swarm import Probe, SwarmDelivery, SwarmOutcome
+    from collections.abc import Callable
+
+    from tlsbridge.delivery.swarm import SwarmDelivery, SwarmOutcome
 
 logger = logging.getLogger(__name__)
 
-HTTPS_PORT = 443
-START_WAIT = 2.0  # bootstrap: how long a started container gets to answer on port 80
+CONTAINER_HTTP_WAIT = 2.0  # bootstrap: how long a started container gets to answer on port 80
 _NGINX_MASTER = "nginx: master"
 
 
@@ -59,16 +55,13 @@ class _Target:
     def names(self) -> str:
         return ",".join(s.name for s in self.sites)
 
+    def serves(self, site: str) -> bool:
+        return any(s.name == site for s in self.sites)
 
-@dataclass(frozen=True)
-class _Check:
-    site: Site
-    want: str  # sha256 of the published leaf
-    host: str
-    port: int
-    label: str  # "container nginx (172.18.0.2:443)"
-    since: float
-    target: _Target | None
+    @property
+    def acted(self) -> bool:
+        """Reloaded or started by us (not skipped, not failed, not left restarting on its own)."""
+        return self.error is None and not self.skip and self.how not in ("", "restarting")
 
 
 class DockerDeliverer:
@@ -78,8 +71,7 @@ class DockerDeliverer:
                  verify_timeout: float = VERIFY_TIMEOUT, settle: float = VERIFY_SETTLE) -> None:
         self.cfg = cfg
         self._docker = docker
-        self.verify_timeout = verify_timeout
-        self.settle = settle
+        self.verifier = Verifier(timeout=verify_timeout, settle=settle)
         self._swarm: SwarmDelivery | None = None
 
     @property
@@ -90,16 +82,12 @@ class DockerDeliverer:
 
     @property
     def swarm(self) -> SwarmDelivery:
-        """Services labelled tlsbridge.site when the engine is a Swarm manager (deliver_swarm)."""
+        """Services labelled tlsbridge.site when the engine is a Swarm manager (delivery.swarm)."""
         if self._swarm is None:
             from tlsbridge.delivery.swarm import SwarmDelivery
 
-            self._swarm = SwarmDelivery(self.cfg, self.docker, self._verify_probes)
+            self._swarm = SwarmDelivery(self.cfg, self.docker, self.verifier)
         return self._swarm
-
-    def _verify_probes(self, probes: Sequence[Probe]) -> list[TlsbridgeError | None]:
-        checks = [_Check(p.site, p.want, p.host, p.port, p.label, p.since, None) for p in probes]
-        return [err for _, err in self._run_checks(checks)]
 
     # -- bootstrap: get nginx running on a placeholder before issuing --------------------------
     def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
@@ -129,10 +117,11 @@ class DockerDeliverer:
         return {}
 
     # -- delivery: reload once per container, then verify -----------------------------------------
-    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> Mapping[str, TlsbridgeError]:
+    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport:
         """Reload every target of the given sites once and verify each serves its certificate.
 
-        Returns the sites that failed, each with a ReloadError, DockerError or VerifyError.
+        Reports the sites that failed, each with a ReloadError, DockerError or VerifyError, and
+        the containers reloaded or started for each site.
         """
         sw = self.swarm.deliver(items)
         errors: dict[str, TlsbridgeError] = dict(sw.errors)
@@ -141,7 +130,10 @@ class DockerDeliverer:
             self._bring_up(t, strict=True)
             if t.error is None and not t.skip:
                 logger.info("site=%s reloaded container %s (%s)", t.names, t.info.name, t.how)
-        checks: list[_Check] = []
+        reloaded = {s.name: tuple(t.info.name for t in targets if t.acted and t.serves(s.name))
+                    for s, _ in items}
+        by_id = {t.info.id: t for t in targets}
+        probes: list[Probe] = []
         own: frozenset[str] | None = None
         if targets and any(s.verify is None for s, _ in items):
             own = self.docker.own_networks()
@@ -149,34 +141,24 @@ class DockerDeliverer:
         for site, cert in items:
             if site.name in errors:
                 continue
-            mine = [t for t in targets if any(s.name == site.name for s in t.sites)]
+            mine = [t for t in targets if t.serves(site.name)]
             failed = [t.error for t in mine if t.error]
             if failed:
                 errors[site.name] = ReloadError(f"site={site.name}: " + "; ".join(failed))
                 continue
-            live = [t for t in mine if not t.skip]
             if not mine and site.name in sw.sites:
                 continue  # delivered and verified through its Swarm services
-            if site.verify is not None:
-                host, port = site.verify
-                since = max((t.since for t in live), default=now)
-                checks.append(_Check(site, cert.fingerprint, host, port, f"{host}:{port}", since, None))
-                continue
-            for t in live:
-                addr = probe_address(t.info, own)
-                if addr is None:
-                    nets = ", ".join(t.info.networks) or t.info.network_mode or "none"
-                    errors[site.name] = VerifyError(
-                        f"site={site.name}: cannot reach container {t.info.name} from here to verify "
-                        f"it (no shared network); attach tlsbridge to one of its networks ({nets}) "
-                        f"or set sites.{site.name}.verify: HOST:PORT")
-                    break
-                label = f"container {t.info.name} ({addr}:{HTTPS_PORT})"
-                checks.append(_Check(site, cert.fingerprint, addr, HTTPS_PORT, label, t.since, t))
-        for check, err in self._run_checks([c for c in checks if c.site.name not in errors]):
+            live = [(t.info, t.since) for t in mine if not t.skip]
+            try:
+                probes += site_probes(site, cert.fingerprint, live, own, now,
+                                      alive=lambda c: self._alive(by_id[c.id]))
+            except TlsbridgeError as exc:
+                errors[site.name] = exc
+        probes = [p for p in probes if p.site.name not in errors]
+        for probe, err in zip(probes, self.verifier(probes), strict=True):
             if err is not None:
-                errors.setdefault(check.site.name, err)
-        return errors
+                errors.setdefault(probe.site.name, err)
+        return DeliveryReport(failed=errors, reloaded={k: v for k, v in reloaded.items() if v})
 
     # -- steps ------------------------------------------------------------------------------------
     def _resolve(self, sites: Sequence[Site], errors: dict[str, TlsbridgeError],
@@ -294,7 +276,7 @@ class DockerDeliverer:
         if self.cfg.challenge.method != "webroot":
             addr = None  # nothing needs port 80; only make sure it did not exit at once
             time.sleep(0.2)
-        deadline = time.monotonic() + START_WAIT
+        deadline = time.monotonic() + CONTAINER_HTTP_WAIT
         while True:
             died = self._died(t)
             if died:
@@ -308,6 +290,9 @@ class DockerDeliverer:
                                t.names, t.info.name, addr)
                 return
             time.sleep(0.05)
+
+    def _alive(self, t: _Target) -> Callable[[], str | None]:
+        return lambda: self._died(t)
 
     def _died(self, t: _Target) -> str | None:
         """Why a target is no longer running after we acted on it, or None if it runs."""
@@ -325,46 +310,6 @@ class DockerDeliverer:
         except TlsbridgeError:
             logs = "(no logs)"
         return (f"container {t.info.name} exited (code {now.exit_code}) after it was {t.how}: {logs}")
-
-    def _run_checks(self, checks: list[_Check]) -> list[tuple[_Check, TlsbridgeError | None]]:
-        if len(checks) <= 1:
-            return [(c, self._verify(c)) for c in checks]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(16, len(checks))) as pool:
-            return list(zip(checks, pool.map(self._verify, checks), strict=True))
-
-    def _verify(self, check: _Check) -> TlsbridgeError | None:
-        """Probe until the published leaf is served by fresh connections; the error if not."""
-        from tlsbridge.adapters.tlsprobe import served_leaf
-
-        tracker = ServedTracker(want=check.want, since=check.since, settle=self.settle)
-        sni = sni_for(check.site)
-        deadline = check.since + self.verify_timeout
-        next_alive = 0.0
-        while True:
-            at = time.monotonic()
-            der: bytes | None = None
-            error = None
-            try:
-                der = served_leaf(check.host, check.port, sni, timeout=min(2.0, max(0.2, deadline - at)))
-            except OSError as exc:  # ssl.SSLError included
-                error = f"{type(exc).__name__}: {exc}"
-            if tracker.observe(at, der, error):
-                logger.info("site=%s verified: %s serves the published certificate (%d probes, "
-                            "%.0f ms after the reload)", check.site.name, check.label,
-                            tracker.probes, (time.monotonic() - check.since) * 1000)
-                return None
-            now = time.monotonic()
-            if now >= deadline:
-                return VerifyError(f"site={check.site.name}: {check.label} {tracker.failure()} "
-                                   f"{self.verify_timeout:g}s after the reload (SNI {sni})")
-            if der is None and check.target is not None and now >= next_alive:
-                next_alive = now + 0.5
-                died = self._died(check.target)
-                if died:
-                    return ReloadError(f"site={check.site.name}: {died}")
-            time.sleep(PROBE_INTERVAL if now < check.since + self.settle else PROBE_INTERVAL_SETTLED)
 
 
 def _not_on_path(code: int, output: str) -> bool:

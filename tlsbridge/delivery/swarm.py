@@ -1,6 +1,6 @@
 """Get published certificates served by nginx running as Docker Swarm services.
 
-Used by `deliver.DockerDeliverer` when the engine is a Swarm manager. A site's Swarm targets are
+Used by `delivery.containers.DockerDeliverer` when the engine is a Swarm manager. A site's Swarm targets are
 the services whose *service* labels include `tlsbridge.site=<site>[,<site>...]`. Per delivery:
 
 1. the published certificate goes into immutable secrets (tlsbridge.delivery.swarm_plan names them), created
@@ -11,7 +11,8 @@ the services whose *service* labels include `tlsbridge.site=<site>[,<site>...]`.
    failed, with `failure_action: rollback`), it pauses, or it cannot make progress, the site
    fails naming the service and the task's error; tlsbridge itself rolls back an update that
    paused or got stuck, so the previous version keeps being served;
-4. fresh TLS connections to the tasks (or `verify: HOST:PORT`) must show the new certificate;
+4. fresh TLS connections to the tasks (or `verify: HOST:PORT`) must show the new certificate
+   (delivery.verify, the same check as for containers);
 5. the stable secret pair is re-created with the new certificate when no service runs on it,
    and versions nothing needs any more are removed.
 
@@ -45,29 +46,17 @@ from tlsbridge.delivery.swarm_plan import (
     uses_site,
 )
 from tlsbridge.delivery.swarm_rollout import Rollout, Rollouts, create_secret, ensure_stable, fail_sites
+from tlsbridge.delivery.verify import Probe
 from tlsbridge.errors import DockerError, PublishError, ReloadError, TlsbridgeError, VerifyError
 from tlsbridge.model import ObservedCert
 
 logger = logging.getLogger(__name__)
 
 POLL = 0.25  # seconds between looks at the services' tasks
-START_WAIT = 30.0  # bootstrap: how long the sites' services get to run their tasks
+SERVICE_START_WAIT = 30.0  # bootstrap: how long the sites' services get to run their tasks
 HTTP_PORT = 80  # where nginx answers ACME HTTP-01 inside its tasks
 
-
-@dataclass(frozen=True)
-class Probe:
-    """One place to check that `want` (sha256 of the leaf) is served, from `since` (monotonic)."""
-
-    site: Site
-    want: str
-    host: str
-    port: int
-    label: str
-    since: float
-
-
-Verifier = Callable[[Sequence[Probe]], list[TlsbridgeError | None]]
+CheckProbes = Callable[[Sequence[Probe]], list[TlsbridgeError | None]]
 
 
 @dataclass
@@ -90,7 +79,7 @@ class _Scan:
 
 
 class SwarmDelivery:
-    def __init__(self, cfg: Config, docker: DockerAdapter, verify: Verifier) -> None:
+    def __init__(self, cfg: Config, docker: DockerAdapter, verify: CheckProbes) -> None:
         self.cfg = cfg
         self.docker = docker
         self.swarm = SwarmAdapter(docker)
@@ -126,7 +115,7 @@ class SwarmDelivery:
     def _check_acme_path(self, sites: Sequence[Site], scan: _Scan) -> None:
         """Wait until an HTTP-01 request through the sites' nginx (port 80) reaches
         challenge.http_port here, so the CA is not asked before that path works."""
-        from tlsbridge.adapters.acmepath import wait_for_path
+        from tlsbridge.adapters.http01_reachable import wait_for_path
 
         targets: dict[tuple[str, int, str], str] = {}
         own = self.docker.own_networks()
@@ -151,7 +140,7 @@ class SwarmDelivery:
         t0 = time.monotonic()
         failed = wait_for_path(self.cfg.challenge.http_port,
                                [(h, p, name, label) for (h, p, name), label in targets.items()],
-                               timeout=START_WAIT)
+                               timeout=SERVICE_START_WAIT)
         if failed:
             logger.warning("the ACME HTTP-01 path through nginx to port %d does not work yet "
                            "(asking the CA anyway): %s", self.cfg.challenge.http_port, "; ".join(failed))
@@ -164,7 +153,7 @@ class SwarmDelivery:
         """Before issuing: wait until the sites' services run their tasks (nginx must answer
         HTTP-01; in a freshly deployed stack tlsbridge may well start before nginx)."""
         services = {svc.id: svc for site in sites for svc in scan.targets.get(site.name, [])}
-        deadline = time.monotonic() + START_WAIT
+        deadline = time.monotonic() + SERVICE_START_WAIT
         waiting = dict(services)
         some: set[str] = set()
         while waiting:
@@ -188,10 +177,10 @@ class SwarmDelivery:
                 if svc.id in waiting and svc.id not in some:
                     errors.setdefault(site.name, ReloadError(
                         f"site={site.name}: Swarm service {svc.name} has no running task after "
-                        f"{START_WAIT:g} s (see `docker service ps {svc.name}`)"))
+                        f"{SERVICE_START_WAIT:g} s (see `docker service ps {svc.name}`)"))
                 elif svc.id in waiting:
                     logger.warning("site=%s Swarm service %s runs only some of its tasks after %g s",
-                                   site.name, svc.name, START_WAIT)
+                                   site.name, svc.name, SERVICE_START_WAIT)
 
     def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> SwarmOutcome:
         scan = self._scan([s for s, _ in items])

@@ -26,6 +26,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tlsbridge.names import HTTPS_PORT
 from tlsbridge.render.nginx import CERTS_DIR
 from tlsbridge.targets import SITE_LABEL, label_lists_site
 
@@ -35,7 +36,6 @@ STABLE_LABEL = "tlsbridge.stable"
 FILES = ("fullchain.pem", "privkey.pem")
 MODES = {"fullchain.pem": 0o444, "privkey.pem": 0o400}  # nginx's master reads the key as root
 NAME_MAX = 64  # Swarm's limit for object names
-HTTPS_PORT = 443
 SERVICE_LABEL = "com.docker.swarm.service.id"  # on every task container
 STALL_AFTER = 10.0  # seconds a task may wait for a node before the update counts as stuck
 _PREFIX = "tlsbridge-"

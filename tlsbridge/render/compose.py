@@ -17,9 +17,20 @@ from tlsbridge.render.nginx import CERTS_DIR, CONF_DIR, WEBROOT_DIR
 HTTP_PORT_VAR = "TLSBRIDGE_HTTP_PORT"
 HTTPS_PORT_VAR = "TLSBRIDGE_HTTPS_PORT"
 DEFAULT_IMAGE = "nginx:stable"
+# Not pinned by default (no tag here has been reviewed for you): the generated file says so and
+# `compose --socket-proxy-image NAME:TAG@sha256:...` pins it.
 SOCKET_PROXY_IMAGE = "tecnativa/docker-socket-proxy:latest"
 SIDECAR_CONFIG_DIR = "/etc/tlsbridge"  # where the sidecar sees the config file's folder
 DOCKER_SOCKET = "/var/run/docker.sock"
+SIDECAR_LISTEN = "0.0.0.0:8400"  # on the stack's network only: no port is published
+SIDECAR_UID = 10001  # deploy/Dockerfile's TLSBRIDGE_UID: the owner of its scratch tmpfs folders
+# Where nginx writes at run time (pid file, temp files of request bodies and proxying) in the
+# official image (/var/cache/nginx) and Debian's build (/var/lib/nginx); the rest is read-only.
+NGINX_TMPFS = ("/run", "/var/cache/nginx", "/var/lib/nginx", "/tmp")
+# Measured with cap_drop ALL: the master chowns its temp folders (CHOWN), starts workers as
+# another user (SETUID, SETGID), reads keys owned by the sidecar's user (DAC_OVERRIDE) and binds
+# 80/443 (NET_BIND_SERVICE: engines that do not open ports below 1024 to containers).
+NGINX_CAPS = ("CHOWN", "SETUID", "SETGID", "NET_BIND_SERVICE", "DAC_OVERRIDE")
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,8 @@ class SidecarPaths:
     webroot: str
     certbot_config_dir: str
     state_dir: str
+    # certbot's work_dir and logs_dir: scratch, on tmpfs (the root filesystem is read-only)
+    scratch: tuple[str, ...] = ("/var/lib/tlsbridge/certbot-work", "/var/log/tlsbridge")
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,7 @@ class ComposeSpec:
     config_name: str = "tlsbridge.yaml"
     build_context: str = "."
     sidecar_image: str | None = None  # sidecar: use this image instead of building
+    socket_proxy_image: str = SOCKET_PROXY_IMAGE
     inside: SidecarPaths | None = field(default=None)
 
 
@@ -66,7 +80,7 @@ def render(spec: ComposeSpec) -> str:
     if spec.sidecar:
         out += _tlsbridge(spec)
         if spec.socket_proxy:
-            out += _socket_proxy()
+            out += _socket_proxy(spec.socket_proxy_image)
         out += ["", "volumes:"]
         for name in ("certs", "acme-webroot", "letsencrypt", "state"):
             out.append(f"  {name}: {{}}")
@@ -191,7 +205,32 @@ def _nginx(spec: ComposeSpec) -> list[str]:
         "      retries: 3",
         "      start_period: 10s",
     ]
+    out += _hardening(NGINX_CAPS, [f"      - {q(p)}" for p in NGINX_TMPFS])
     return out
+
+
+def _hardening(caps: Sequence[str], tmpfs: Sequence[str]) -> list[str]:
+    """A read-only root filesystem with tmpfs where the service writes, no capabilities but
+    `caps`, and no privilege gain through setuid binaries."""
+    which = "only these Linux capabilities" if caps else "no Linux capabilities"
+    out = [
+        f"    # Hardened: a read-only root filesystem (tmpfs where it writes), {which},",
+        "    # no gaining privileges through setuid binaries.",
+        "    read_only: true",
+        "    tmpfs:",
+        *tmpfs,
+        "    cap_drop: [ALL]",
+    ]
+    if caps:
+        out.append(f"    cap_add: [{', '.join(caps)}]")
+    out.append('    security_opt: ["no-new-privileges:true"]')
+    return out
+
+
+def sidecar_tmpfs(scratch: Sequence[str], uid: int = SIDECAR_UID) -> list[str]:
+    """tmpfs mounts (Docker's `PATH:OPTIONS` syntax) of the sidecar: /tmp, certbot's scratch."""
+    owned = f"uid={uid},gid={uid},mode=0700"
+    return ["/tmp:mode=1777", *(f"{path}:{owned}" for path in scratch)]
 
 
 def _tlsbridge(spec: ComposeSpec) -> list[str]:
@@ -210,7 +249,9 @@ def _tlsbridge(spec: ComposeSpec) -> list[str]:
     out += [
         "    restart: unless-stopped",
         '    entrypoint: ["tlsbridge"]',
-        f'    command: ["-c", {q(config)}, "run"]',
+        "    # Listens on the stack's network (for the healthcheck and a Prometheus scraper there);",
+        "    # no port is published. Add `ports: [\"127.0.0.1:8400:8400\"]` to see the page locally.",
+        f'    command: ["-c", {q(config)}, "run", "--listen", {q(SIDECAR_LISTEN)}]',
     ]
     if not spec.socket_proxy:
         out += [
@@ -247,19 +288,32 @@ def _tlsbridge(spec: ComposeSpec) -> list[str]:
             "      # host. `tlsbridge compose --socket-proxy` puts a filtering proxy in between.",
         ]
         out += _bind(DOCKER_SOCKET, DOCKER_SOCKET, create=False)
+    out += _hardening((), [f"      - {q(t)}" for t in sidecar_tmpfs(p.scratch)])
     return out
 
 
-def _socket_proxy() -> list[str]:
+def is_pinned(image: str) -> bool:
+    """Whether an image reference names one reviewed thing: a digest, or a tag but `latest`."""
+    if "@sha256:" in image:
+        return True
+    tag = image.rsplit("/", 1)[-1].partition(":")[2]
+    return bool(tag) and tag != "latest"
+
+
+def _socket_proxy(image: str) -> list[str]:
+    pinned = is_pinned(image)
     return [
         "",
         "  # Lets tlsbridge list containers, exec `nginx -t` and send the reload signal, and",
         "  # nothing outside the container and exec endpoints. It narrows the API but is not a",
         "  # security boundary: POST on containers still allows creating one, so treat access to",
-        "  # it like access to the socket. Pin a version you have reviewed; some hosts (SELinux)",
-        "  # need `privileged: true` here.",
+        "  # it like access to the socket. Some hosts (SELinux) need `privileged: true` here.",
+        *(["  # Pinned with --socket-proxy-image."] if pinned else [
+            "  # NOT PINNED: pin a version you have reviewed, by digest, with",
+            "  # `tlsbridge compose --socket-proxy-image IMAGE:TAG@sha256:...`.",
+        ]),
         "  socket-proxy:",
-        f"    image: {q(SOCKET_PROXY_IMAGE)}",
+        f"    image: {q(image)}",
         "    restart: unless-stopped",
         "    environment:",
         '      CONTAINERS: "1"',
@@ -270,4 +324,5 @@ def _socket_proxy() -> list[str]:
         *_bind(DOCKER_SOCKET, DOCKER_SOCKET, create=False),
         "    networks:",
         "      - docker-api",
+        '    security_opt: ["no-new-privileges:true"]',
     ]

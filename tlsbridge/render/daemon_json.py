@@ -21,6 +21,21 @@ from typing import Any
 OWNED_KEYS = ("hosts", "tls", "tlsverify", "tlscacert", "tlscert", "tlskey")
 DEFAULT_SOCKET = "/var/run/docker.sock"
 DROPIN_NAME = "tlsbridge.conf"
+# What may stand in the drop-in's ExecStart line as dockerd's path: an absolute path of plain
+# characters. systemd gives meaning to whitespace, quotes, `\\`, `%` (specifiers), `$`
+# (variables) and `;`, and a newline would start a new directive (ExecStartPre=, a second
+# --config-file): none of them can reach the file.
+_SAFE_EXEC_PATH = re.compile(r"/[A-Za-z0-9._+/-]*")
+
+
+def unsafe_exec_path(path: str) -> str | None:
+    """Why `path` cannot be the drop-in's dockerd, or None when it is safe. Pure."""
+    if not path.startswith("/"):
+        return "must be an absolute path"
+    if not _SAFE_EXEC_PATH.fullmatch(path) or "/../" in f"{path}/":
+        return ("must be an absolute path of letters, digits and . _ + - / only (no spaces, "
+                "quotes, newlines, %, $ or ;)")
+    return None
 
 
 def host_port(host: str, port: int) -> str:
@@ -64,7 +79,11 @@ def render_dropin(dockerd: str) -> str:
 
     systemd's unit passes `-H fd://`; dockerd refuses to start when `hosts` is also set in
     daemon.json, so the drop-in clears ExecStart and starts dockerd with no -H at all.
+    Raises ValueError for a path `unsafe_exec_path` refuses.
     """
+    problem = unsafe_exec_path(dockerd)
+    if problem:
+        raise ValueError(f"dockerd path {dockerd!r}: {problem}")
     return (
         "# Written by tlsbridge daemon-tls. Lets daemon.json set `hosts` (the unix socket and the\n"
         "# mutual-TLS TCP listener): the packaged unit's `dockerd -H fd://` would conflict.\n"

@@ -50,6 +50,12 @@ MOZILLA_INTERMEDIATE_CIPHERS = (
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
+# Mozilla's intermediate key exchange groups. Without ssl_ecdh_curve, nginx passes OpenSSL's
+# defaults, which add X448 and secp521r1 (3.0) that the profile does not list.
+ECDH_CURVES = "X25519:prime256v1:secp384r1"
+# The post-quantum hybrid Mozilla lists first; only OpenSSL >= 3.5 knows it (Debian 12 has 3.0,
+# where nginx refuses to start with it), so it is opt-in: `compose --post-quantum`.
+PQ_GROUP = "X25519MLKEM768"
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._~/%!&*+,=:@-]*")
 
 
@@ -62,6 +68,7 @@ class NginxOptions:
     # serve the challenge from WEBROOT_DIR. "" with `secrets`: no challenge location (dns method).
     acme_proxy: str | None = None
     secrets: bool = False  # certificates arrive as Swarm secrets, not as a mounted folder
+    post_quantum: bool = False  # offer X25519MLKEM768 first (the nginx needs OpenSSL >= 3.5)
 
 
 def site_file(name: str) -> str:
@@ -86,17 +93,39 @@ def _header(opts: NginxOptions, what: str) -> str:
 def render_tls(opts: NginxOptions) -> str:
     return _header(opts, "TLS settings included by every site's 443 server") + f"""#
 # Mozilla "intermediate" (guidelines 6.0): TLS 1.2 and 1.3, forward-secret AEAD ciphers, the
-# client picks its fastest cipher. Curves are left to OpenSSL's defaults (X25519 first; with
-# OpenSSL 3.5 also the post-quantum hybrid X25519MLKEM768 that Mozilla lists first).
+# client picks its fastest cipher, key exchange over Mozilla's groups only ({_curves_note(opts)}).
 # No OCSP stapling: Let's Encrypt ended OCSP in 2025.
 ssl_protocols TLSv1.2 TLSv1.3;
 ssl_ciphers {MOZILLA_INTERMEDIATE_CIPHERS};
+ssl_ecdh_curve {curves(opts)};
 ssl_prefer_server_ciphers off;
 ssl_session_timeout 1d;
 # One zone, shared by every server that includes this file (same name and size).
 ssl_session_cache shared:tlsbridge_tls:10m;  # about 40000 sessions
 ssl_session_tickets off;
 """
+
+
+def curves(opts: NginxOptions) -> str:
+    return f"{PQ_GROUP}:{ECDH_CURVES}" if opts.post_quantum else ECDH_CURVES
+
+
+def _curves_note(opts: NginxOptions) -> str:
+    if opts.post_quantum:
+        return f"{PQ_GROUP} needs OpenSSL >= 3.5 in this nginx"
+    return f"{PQ_GROUP} too with `compose --post-quantum`, for an nginx on OpenSSL >= 3.5"
+
+
+def redirect_host(site: Site) -> str:
+    """The name the port-80 redirect sends to: the site's first name without a wildcard.
+
+    Never the request's Host header: nginx answers requests for unknown names with its
+    default server, which would then redirect to whatever name the client sent.
+    """
+    for name in site.domains:
+        if not name.startswith("*."):
+            return name
+    return site.domains[0][2:]
 
 
 def render_proxy(opts: NginxOptions) -> str:
@@ -133,14 +162,17 @@ def render_site(site: Site, opts: NginxOptions) -> str:
 server {{
     listen 80;
     server_name {names};
+    server_tokens off;
 {_acme(opts)}
+    # To the site's own name, not the request's Host header (no open redirect).
     location / {{
-        return 301 https://$host$request_uri;
+        return 301 https://{redirect_host(site)}$request_uri;
     }}
 }}
 
 server {{
 {listen_tls}{http2_line}    server_name {names};
+    server_tokens off;
 
 {origin}    ssl_certificate     {certs}/fullchain.pem;
     ssl_certificate_key {certs}/privkey.pem;

@@ -24,13 +24,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tlsbridge.delivery.swarm_plan import FILES, MODES, secret_name
-from tlsbridge.render.compose import DOCKER_SOCKET, HTTP_PORT_VAR, HTTPS_PORT_VAR, _wrap, q
+from tlsbridge.render.compose import (
+    DOCKER_SOCKET,
+    HTTP_PORT_VAR,
+    HTTPS_PORT_VAR,
+    NGINX_CAPS,
+    NGINX_TMPFS,
+    _wrap,
+    q,
+)
 from tlsbridge.render.nginx import CERTS_DIR
 
 PUBLISH_MODES = ("ingress", "host")
 DEFAULT_SIDECAR_IMAGE = "tlsbridge:latest"
 NODE_LABEL = "tlsbridge"  # the manager that keeps tlsbridge's volumes: node.labels.tlsbridge == true
 INGRESS_REPLICAS = 2
+SIDECAR_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class StackSpec:
     certbot_config_dir: str
     state_dir: str
     http_port: int | None  # challenge.http_port with the standalone method; None: dns method
+    scratch: Sequence[str] = ("/var/lib/tlsbridge/certbot-work", "/var/log/tlsbridge")  # tmpfs
     image: str = "nginx:stable"
     sidecar_image: str = DEFAULT_SIDECAR_IMAGE
     publish_mode: str = "ingress"
@@ -197,6 +207,32 @@ def _nginx(spec: StackSpec) -> list[str]:
         "        condition: any",
         "        delay: 5s",
     ]
+    out += _hardening(NGINX_CAPS, NGINX_TMPFS)
+    return out
+
+
+def _tmpfs(targets: Sequence[str]) -> list[str]:
+    """Entries of a `volumes:` list: tmpfs where a read-only service writes."""
+    out = []
+    for target in targets:
+        out += ["      - type: tmpfs", f"        target: {q(target)}"]
+    return out
+
+
+def _hardening(caps: Sequence[str], tmpfs: Sequence[str]) -> list[str]:
+    """Read-only root filesystem with `tmpfs` (a `volumes:` list of its own, or nothing when the
+    service's list already has them), and only `caps`.
+
+    Swarm ignores security_opt, so there is no no-new-privileges here (the compose file has it).
+    """
+    which = "only these Linux capabilities" if caps else "no Linux capabilities"
+    out = [f"    # Hardened: a read-only root filesystem (tmpfs where it writes), {which}."]
+    out += ["    read_only: true"]
+    if tmpfs:
+        out += ["    volumes:", *_tmpfs(tmpfs)]
+    out += ["    cap_drop: [ALL]"]
+    if caps:
+        out += [f"    cap_add: [{', '.join(caps)}]"]
     return out
 
 
@@ -236,6 +272,13 @@ def _tlsbridge(spec: StackSpec) -> list[str]:
         "      - type: bind",
         f"        source: {q(DOCKER_SOCKET)}",
         f"        target: {q(DOCKER_SOCKET)}",
+        "      # Scratch space: the root filesystem is read-only.",
+        *_tmpfs(("/tmp", *spec.scratch)),
+    ]
+    # Root (for the socket) in volumes the image's user 10001 made: DAC_OVERRIDE, FOWNER and
+    # CHOWN let certbot and the publisher write and set modes there, nothing more.
+    out += _hardening(SIDECAR_CAPS, ())
+    out += [
         "    healthcheck:",
         "      # The image's own check (GET /healthz), every 10 s instead of 30 s: Swarm gives a",
         "      # task a DNS name only once it is healthy, and nginx reaches certbot by that name.",

@@ -5,21 +5,38 @@
     GET /metrics   Prometheus text format
     GET /          the status page (HTML, no JavaScript)
 
-Read-only: nothing here changes state, so it needs no authentication beyond where it listens.
+Read-only: nothing here changes state. It listens on loopback unless told otherwise; with a
+token (`run --token-file`), / and /metrics need `Authorization: Bearer <token>` (the probes
+/healthz and /readyz never do: they reveal nothing and orchestrators cannot send one).
+
+Bounded: at most MAX_CONNECTIONS connections are served at once (the next ones get a 503 and
+are closed at once), and a connection is closed after CONNECTION_DEADLINE seconds whatever the
+client does, so slow or idle clients (slowloris) cannot hold the endpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import json
 import logging
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from typing import Any, Protocol
 
 from tlsbridge.errors import UsageError
+from tlsbridge.names import host_port
 
 logger = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 32
+CONNECTION_DEADLINE = 10.0  # seconds from accept to close, whatever the client sends
+READ_TIMEOUT = 5.0  # seconds a single read may wait
+PUBLIC_PATHS = ("/healthz", "/readyz")
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+         b"Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n")
 
 
 class App(Protocol):
@@ -30,20 +47,22 @@ class App(Protocol):
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """HOST:PORT (an IPv6 host in brackets) -> (host, port). Raises UsageError."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"--listen {text}: expected HOST:PORT, e.g. 0.0.0.0:8400 or [::]:8400")
-    return host, int(port)
+    """HOST:PORT (an IPv6 host in brackets, port 1..65535) -> (host, port). Raises UsageError."""
+    try:
+        return host_port(text)
+    except ValueError as exc:
+        raise UsageError(f"--listen {text}: {exc}") from None
 
 
 class HttpApi:
-    def __init__(self, app: App, host: str, port: int) -> None:
-        handler = type("Handler", (_Handler,), {"app": app})
+    def __init__(self, app: App, host: str, port: int, *, token: str | None = None,
+                 max_connections: int = MAX_CONNECTIONS,
+                 deadline: float = CONNECTION_DEADLINE) -> None:
+        handler = type("Handler", (_Handler,), {"app": app, "token": token or None})
         server_cls = _Server6 if ":" in host else _Server
         try:
-            self.server = server_cls((host, port), handler)
+            self.server = server_cls((host, port), handler, max_connections=max_connections,
+                                     deadline=deadline)
         except OSError as exc:
             raise UsageError(f"--listen {host}:{port}: cannot listen: {exc.strerror or exc}") from exc
         self._thread = threading.Thread(target=self.server.serve_forever, name="http",
@@ -64,6 +83,58 @@ class HttpApi:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    block_on_close = False
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
+                 max_connections: int, deadline: float) -> None:
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._deadline = deadline
+        self._open: dict[socket.socket, float] = {}  # connection -> when it must be closed
+        self._lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            # Full: answer at once instead of queueing behind clients that may never finish.
+            try:
+                request.settimeout(0.5)
+                request.sendall(_BUSY)
+                request.shutdown(socket.SHUT_WR)
+                request.setblocking(False)
+                request.recv(65536)  # what the client sent: closing over unread data resets
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        with self._lock:
+            self._open[request] = time.monotonic() + self._deadline
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release(request)
+
+    def _release(self, request: socket.socket) -> None:
+        with self._lock:
+            known = self._open.pop(request, None) is not None
+        if known:
+            self._slots.release()
+
+    def service_actions(self) -> None:
+        """Called by serve_forever between polls: close connections past their deadline."""
+        now = time.monotonic()
+        with self._lock:
+            late = [conn for conn, until in self._open.items() if until <= now]
+        for conn in late:
+            with contextlib.suppress(OSError):  # the handler's read or write fails and it ends
+                conn.shutdown(socket.SHUT_RDWR)
 
 
 class _Server6(_Server):
@@ -72,7 +143,8 @@ class _Server6(_Server):
 
 class _Handler(BaseHTTPRequestHandler):
     app: App
-    timeout = 10
+    token: str | None = None
+    timeout = READ_TIMEOUT
     server_version = "tlsbridge"
     sys_version = ""
 
@@ -84,6 +156,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0]
+        if self.token is not None and path not in PUBLIC_PATHS and not self._authorized():
+            self._send(401, "text/plain; charset=utf-8", b"a bearer token is needed\n", send_body,
+                       {"WWW-Authenticate": 'Bearer realm="tlsbridge"'})
+            return
         try:
             if path == "/healthz":
                 ok, body = self.app.health()
@@ -104,8 +180,17 @@ class _Handler(BaseHTTPRequestHandler):
             logger.debug("http %s traceback", path, exc_info=True)
             self._send(500, "text/plain; charset=utf-8", b"internal error\n", send_body)
 
-    def _send(self, code: int, ctype: str, data: bytes, send_body: bool) -> None:
+    def _authorized(self) -> bool:
+        scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+        assert self.token is not None
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                                  self.token.encode())
+
+    def _send(self, code: int, ctype: str, data: bytes, send_body: bool,
+              extra: dict[str, str] | None = None) -> None:
         self.send_response(code)
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")

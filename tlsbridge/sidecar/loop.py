@@ -8,8 +8,9 @@ Threads and who does what:
 - APScheduler's BackgroundScheduler only times things: the periodic check (check_interval plus
   jitter after each full pass) and one job per site at its chosen renewal moment or backoff
   retry. Its jobs just enqueue a request;
-- the HTTP endpoint (httpapi) and the Docker event watcher (dockerwatch) run in their own
-  threads and never touch certificates.
+- the HTTP endpoint (sidecar.endpoint, showing sidecar.view) and the Docker event watcher
+  (sidecar.watch) run in their own threads and never touch certificates; the watcher only
+  enqueues requests (sidecar.requests), which are merged into one batch per step.
 
 Signals: SIGTERM/SIGINT stop after the current step (a pass still running after GRACE seconds
 is abandoned; publication is atomic, so nothing is half-published); SIGHUP reloads the config
@@ -26,57 +27,57 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from tlsbridge.adapters.certmemo import MEMO, memo_file
+from tlsbridge.adapters.certmemo import CertMemo, memo_file
 from tlsbridge.clock import Clock, to_wall
 from tlsbridge.config import Config
 from tlsbridge.durations import format_duration
 from tlsbridge.errors import TlsbridgeError
 from tlsbridge.sidecar import timetable
 from tlsbridge.sidecar.metrics import Metrics
+from tlsbridge.sidecar.requests import STOP, Batch, Kind, PassAbandoned, Request, merge, work
 from tlsbridge.sidecar.timetable import Wakeup
 from tlsbridge.sidecar.view import SidecarView
+from tlsbridge.sidecar.watch import CONNECTED, DockerWatcher
 
 if TYPE_CHECKING:
+    from tlsbridge.model import DeliveryReport
     from tlsbridge.reconcile import Reconciler
+    from tlsbridge.sidecar.endpoint import HttpApi
 
 logger = logging.getLogger(__name__)
 
 GRACE = 4.0  # seconds a running pass gets to finish after SIGTERM before it is abandoned
+SIGNAL_POLL = 0.5  # seconds: the longest an idle loop takes to run a signal caught by another thread
+
+BuildReconciler = Callable[[Config, Clock, CertMemo, "Callable[[DeliveryReport], None]"], "Reconciler"]
 
 
-class PassAbandoned(BaseException):
-    """Raised in the main thread by a second stop signal while a pass runs."""
+def _build_reconciler(cfg: Config, clock: Clock, memo: CertMemo,
+                      on_delivered: Callable[[DeliveryReport], None]) -> Reconciler:
+    from tlsbridge.sidecar.worker import build_reconciler  # work to do: in a child process
+
+    return build_reconciler(cfg, clock, memo, on_delivered)
 
 
-@dataclass(frozen=True)
-class Request:
-    kind: str  # "pass" | "verify" | "reload" | "stop"
-    sites: frozenset[str] | None = None  # None: every site
-    why: str = ""
+class Sidecar:
+    """`tlsbridge run`: the main loop, its timers, signals, endpoint and Docker watcher."""
 
-
-STOP = Request("stop")
-
-
-class Daemon:
     def __init__(self, cfg: Config, load_config: Callable[[], Config], clock: Clock, *,
                  host: str, port: int, rng: random.Random | None = None,
-                 watch_docker: bool = True) -> None:
-        from tlsbridge.sidecar.endpoint import HttpApi
-        from tlsbridge.sidecar.worker import build_reconciler  # work to do: in a child process
-
+                 watch_docker: bool = True, token: str | None = None,
+                 build: BuildReconciler = _build_reconciler) -> None:
         self.cfg = cfg
         self._load_config = load_config
-        self._build = build_reconciler
+        self._build = build
         self.clock = clock
         self.rng = rng or random.Random()
         self.metrics = Metrics()
+        self.memo = CertMemo()  # the process's parsed certificates, across config reloads
         self.reconciler = self._reconciler(cfg)
         self.queue: queue.SimpleQueue[Request] = queue.SimpleQueue()
         self.stopping = False
@@ -84,17 +85,25 @@ class Daemon:
         self._abandoning = False
         self._failed_passes = 0
         self.wakeups: dict[str, Wakeup] = {}
-        self.view = SidecarView(self)
-        self.http = HttpApi(self.view, host, port)
+        self.view = SidecarView(self, self.metrics)
+        self._listen = (host, port)
+        self._token = token
+        self.http: HttpApi | None = None
         self.scheduler = self._make_scheduler()
-        self.watcher: Any = None
+        self.watcher: DockerWatcher | None = None
         self._watch_docker = watch_docker
+
+    def now(self) -> datetime:
+        return self.clock.now()
 
     # -- life cycle ----------------------------------------------------------------------------
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT. Returns the exit code (0)."""
+        from tlsbridge.sidecar.endpoint import HttpApi
+
+        self.http = HttpApi(self.view, *self._listen, token=self._token)
         self._install_signals()
-        MEMO.load(self._memo_file())
+        self.memo.load(self._memo_file())
         self.http.start()
         self.scheduler.start()
         c = self.cfg
@@ -104,7 +113,7 @@ class Daemon:
                     format_duration(c.renewal.jitter))
         if self._watch_docker:
             self._start_watcher()
-        self.queue.put(Request("pass", None, "start"))
+        self.queue.put(Request(Kind.PASS, None, "start"))
         try:
             while True:
                 batch = self._next_batch()
@@ -124,14 +133,24 @@ class Daemon:
             self._shutdown()
         return 0
 
-    def _next_batch(self) -> list[Request] | None:
-        batch = [self.queue.get()]
+    def _next_batch(self) -> Batch | None:
+        """Every request queued now, merged; None when it is time to stop."""
         while True:
             try:
-                batch.append(self.queue.get_nowait())
+                requests = [self.queue.get(timeout=SIGNAL_POLL)]
+                break
+            except queue.Empty:
+                # The kernel may hand a signal to any thread; Python then runs its handler only
+                # when this thread next runs Python code, which a get() without timeout would
+                # postpone until some other request came (measured: a lost SIGHUP).
+                continue
+        while True:
+            try:
+                requests.append(self.queue.get_nowait())
             except queue.Empty:
                 break
-        if self.stopping or STOP in batch:
+        batch = merge(requests)
+        if self.stopping or batch.stop:
             logger.info("run: stopping")
             return None
         return batch
@@ -142,7 +161,8 @@ class Daemon:
             self.watcher.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        self.http.stop()
+        if self.http is not None:
+            self.http.stop()
         logger.info("run: stopped")
 
     # -- signals (handlers run in the main thread, between bytecodes: keep them tiny) ------------
@@ -169,31 +189,16 @@ class Daemon:
             signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
-        self.queue.put(Request("reload", None, "SIGHUP"))
+        self.queue.put(Request(Kind.RELOAD, None, "SIGHUP"))
 
     # -- requests --------------------------------------------------------------------------------
-    def _handle(self, batch: list[Request]) -> None:
-        full = False
-        sites: set[str] = set()
-        verify: set[str] = set()
-        whys = {r.why for r in batch if r.why}
-        for r in batch:
-            if r.kind == "reload":
-                full |= self._reload_config()
-            elif r.kind == "pass":
-                if r.sites is None:
-                    full = True
-                else:
-                    sites |= r.sites
-            elif r.kind == "verify" and r.sites:
-                verify |= r.sites
-        known = set(self.cfg.sites)
-        if full:
-            self._pass(None, ", ".join(sorted(whys)))
-        elif sites & known:
-            self._pass(sorted(sites & known), ", ".join(sorted(whys)))
-        if verify & known:
-            self._verify(sorted(verify & known))
+    def _handle(self, batch: Batch) -> None:
+        changed = self._reload_config() if batch.reload_config else False
+        todo = work(batch, set(self.cfg.sites), changed)
+        if todo.run_pass:
+            self._pass(list(todo.pass_sites) if todo.pass_sites is not None else None, todo.why)
+        if todo.verify_sites:
+            self._verify(list(todo.verify_sites))
 
     def enqueue(self, request: Request) -> None:
         """From any thread (APScheduler jobs, the Docker watcher)."""
@@ -234,7 +239,7 @@ class Daemon:
                                                       self.cfg.renewal.jitter, self.rng))
         self._refresh(now)
         self.view.record(outcomes, now)  # after the gauges: a counter that moved means all is current
-        MEMO.save(self._memo_file())
+        self.memo.save(self._memo_file())
         failed = [o.site for o in outcomes if not o.ok]
         issued = [o.site for o in outcomes if o.issued]
         nxt = min(self.wakeups.values(), key=lambda w: w.at, default=None)
@@ -248,13 +253,10 @@ class Daemon:
             logger.info("run: first pass done; ready")
 
     def _reconciler(self, cfg: Config) -> Reconciler:
-        from tlsbridge.sidecar.watch import CountingDeliverer
+        return self._build(cfg, self.clock, self.memo, self._delivered)
 
-        rec = self._build(cfg, self.clock)
-        if rec.deliverer is not None:
-            rec.deliverer = CountingDeliverer(rec.deliverer, self)
-        rec.reloaded = lambda site, n: self.metrics.reloads.labels(site).inc(n)
-        return rec
+    def _delivered(self, report: DeliveryReport) -> None:
+        self.metrics.count_reloads(report.reloaded)
 
     def _memo_file(self) -> Path:
         return memo_file(self.cfg.state.dir)
@@ -263,7 +265,7 @@ class Daemon:
         """Re-read every site's status; update metrics and the per-site wake-up jobs."""
         from tlsbridge.status import collect
 
-        rows = collect(self.cfg, now)
+        rows = collect(self.cfg, self.reconciler.ports, now)
         timings = [timetable.SiteTiming(r.name, r.renew_after, r.site_state) for r in rows]
         wakeups = timetable.site_wakeups(timings, now)
         self.view.update_metrics(rows, wakeups)
@@ -272,33 +274,26 @@ class Daemon:
         for name, w in wakeups.items():
             old = self.wakeups.get(name)
             if old is None or old.at != w.at:
-                self._add_job(f"due:{name}", w.at, Request("pass", frozenset({name}), f"due: {name}"))
+                self._add_job(f"due:{name}", w.at, Request(Kind.PASS, frozenset({name}), f"due: {name}"))
         self.wakeups = wakeups
 
     def _verify(self, names: list[str]) -> None:
         """Check that the sites' containers serve what is published (after a container start)."""
-        from tlsbridge.sidecar.watch import verify_sites
+        from tlsbridge.sidecar.reverify import verify_sites
 
         self.busy_since = time.monotonic()
         try:
-            verify_sites(self, names)
+            verify_sites(self.cfg, self.metrics, names)
         finally:
             self.busy_since = None
 
     def _daemon_tls(self, now: datetime) -> None:
         """Keep the Docker engine's TLS server certificate fresh (config `daemon_tls`)."""
-        import argparse
-
-        from tlsbridge.cli import Context
-        from tlsbridge.commands import daemon_tls as command
         from tlsbridge.daemon_tls.apply import ensure_daemon_tls, server_cert_expiry
+        from tlsbridge.daemon_tls.settings import resolve_settings
 
-        parser = argparse.ArgumentParser()
-        command.add_arguments(parser)  # the flags' defaults: the config's section decides
-        ctx = Context(config_path=Path(self.cfg.source), config_given=True,
-                      _config=self.cfg)
         try:
-            settings = command.resolve(parser.parse_args([]), ctx)
+            settings = resolve_settings(self.cfg)  # no flags: the config's section decides
             result = ensure_daemon_tls(settings, now)
         except TlsbridgeError as exc:
             self.metrics.failures.labels("daemon_tls", type(exc).__name__).inc()
@@ -352,7 +347,7 @@ class Daemon:
 
     def _schedule_check(self, at: datetime) -> None:
         self.view.next_check = at
-        self._add_job("check", at, Request("pass", None, "check_interval"))
+        self._add_job("check", at, Request(Kind.PASS, None, "check_interval"))
 
     def _add_job(self, job_id: str, at: datetime, request: Request) -> None:
         self.scheduler.add_job(self.enqueue, "date", run_date=to_wall(self.clock, at), id=job_id,
@@ -369,10 +364,13 @@ class Daemon:
         return bool(self.scheduler.running and thread is not None and thread.is_alive())
 
     def _start_watcher(self) -> None:
-        from tlsbridge.sidecar.watch import DockerWatcher
-
-        self.watcher = DockerWatcher(self)
+        self.watcher = DockerWatcher(lambda: self.cfg, self.enqueue, self._docker_state)
         self.watcher.start()
+
+    def _docker_state(self, state: str | None) -> None:
+        """From the watcher's thread: "connected", "reconnecting", or None (not watching)."""
+        self.view.docker_state = state
+        self.metrics.docker_up.set(1 if state == CONNECTED else 0)
 
 
 def _count(names: list[str]) -> str:

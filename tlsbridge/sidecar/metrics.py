@@ -6,7 +6,7 @@ seconds (as `time()` in PromQL: alert on `tlsbridge_certificate_not_after_second
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
@@ -76,10 +76,15 @@ class Metrics:
         self.daemon_tls_not_after = Gauge("tlsbridge_daemon_tls_not_after_seconds",
                                           "notAfter of the Docker engine's TLS certificate "
                                           "(daemon_tls; Unix seconds)", ["cert"], registry=r)
-        self._counted: set[str] = set()
 
     def render(self) -> bytes:
         return generate_latest(self.registry) + self.sites.text()
+
+    def count_reloads(self, reloaded: Mapping[str, Sequence[str]]) -> None:
+        """Count the containers a delivery reloaded or started, per site."""
+        for site, containers in reloaded.items():
+            if containers:
+                self.reloads.labels(site).inc(len(containers))
 
     def set_sites(self, sites: Mapping[str, SiteValues]) -> None:
         """Replace every per-site gauge at once (sites missing from `sites` disappear)."""

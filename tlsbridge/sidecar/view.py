@@ -1,34 +1,54 @@
-"""What the sidecar shows: health, readiness, metrics and the status page (httpapi's App).
+"""What the sidecar shows: health, readiness, metrics and the status page (endpoint's App).
 
 Called from the HTTP threads; it only reads what the main thread replaces wholesale (dicts are
 swapped, never mutated in place), and the status page re-reads local files on each request so
-days left and states are current.
+days left and states are current. It reads the loop through the small `LoopState` protocol.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tlsbridge import __version__
 from tlsbridge.model import Action
 from tlsbridge.render.status_page import PER_PAGE, PageMeta, PageRow, attention, page_count, render
+from tlsbridge.sidecar.metrics import CONTENT_TYPE, Metrics
 from tlsbridge.sidecar.timetable import Wakeup
 
 if TYPE_CHECKING:
+    from tlsbridge.adapters.certmemo import CertMemo
+    from tlsbridge.config import Config
     from tlsbridge.reconcile import SiteOutcome
-    from tlsbridge.sidecar.loop import Daemon
     from tlsbridge.status import SiteStatus
 
 VERIFY_REASONS = {"Verify", "VerifyFailed"}
 _VERBS = {Action.ISSUE: "issued", Action.REISSUE: "re-issued", Action.RENEW: "renewed"}
 
 
+class LoopState(Protocol):
+    """What the view reads from the main loop (sidecar.loop.Sidecar), from the HTTP threads."""
+
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def wakeups(self) -> Mapping[str, Wakeup]: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def busy_since(self) -> float | None: ...  # monotonic start of the step underway
+    @property
+    def memo(self) -> CertMemo: ...  # the process's parsed certificates
+    def now(self) -> datetime: ...
+    def scheduler_alive(self) -> bool: ...
+
+
 class SidecarView:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, loop: LoopState, metrics: Metrics) -> None:
+        self.loop = loop
+        self._metrics = metrics
         self.ready = False
         self.started = time.monotonic()
         self.last_pass: datetime | None = None
@@ -40,7 +60,7 @@ class SidecarView:
     # -- fed by the main thread ------------------------------------------------------------------
     def record(self, outcomes: Sequence[SiteOutcome], now: datetime) -> None:
         """Count what a pass did and remember each site's last outcome (for the page)."""
-        m = self.daemon.metrics
+        m = self._metrics
         texts = dict(self.outcomes)
         for o in outcomes:
             texts[o.site] = outcome_text(o)
@@ -53,7 +73,7 @@ class SidecarView:
         self.outcomes = texts
         self.last_pass = now
 
-    def update_metrics(self, rows: Sequence[SiteStatus], wakeups: dict[str, Wakeup]) -> None:
+    def update_metrics(self, rows: Sequence[SiteStatus], wakeups: Mapping[str, Wakeup]) -> None:
         self.rows = rows
         sites = {}
         for r in rows:
@@ -68,15 +88,16 @@ class SidecarView:
                 "next_wakeup": w.at if w else None,
                 "failures": st.failures,
             }
-        self.daemon.metrics.set_sites(sites)
+        self._metrics.set_sites(sites)
 
-    # -- httpapi.App -----------------------------------------------------------------------------
+    # -- endpoint.App ----------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, object]]:
-        d = self.daemon
-        alive = d.scheduler_alive() and not d.stopping
-        busy = d.busy_since
+        loop = self.loop
+        stopping = loop.stopping
+        alive = loop.scheduler_alive() and not stopping
+        busy = loop.busy_since
         body: dict[str, object] = {
-            "status": "ok" if alive else "stopping" if d.stopping else "scheduler stopped",
+            "status": "ok" if alive else "stopping" if stopping else "scheduler stopped",
             "ready": self.ready,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "busy_seconds": round(time.monotonic() - busy, 3) if busy is not None else None,
@@ -89,38 +110,42 @@ class SidecarView:
         return self.ready, {"ready": self.ready, "last_pass": self.last_pass}
 
     def metrics(self) -> tuple[bytes, str]:
-        from tlsbridge.sidecar.metrics import CONTENT_TYPE
-
-        return self.daemon.metrics.render(), CONTENT_TYPE
+        return self._metrics.render(), CONTENT_TYPE
 
     def status_page(self, page: int = 1) -> str:
         """Up to PER_PAGE sites: their rows re-read from local files now (current days left and
         states); past that, which sites make up page `page`, and the summary, come from the
         statuses of the last pass (what needs attention first)."""
         from tlsbridge.status import collect
+        from tlsbridge.wiring import build_ports
 
-        d = self.daemon
-        cfg, wakeups, outcomes = d.cfg, d.wakeups, self.outcomes
-        now = d.clock.now()
+        loop = self.loop
+        cfg, wakeups, outcomes = loop.cfg, loop.wakeups, self.outcomes
+        now = loop.now()
+        ports = build_ports(cfg, loop.memo)  # its own state store: this is an HTTP thread
         meta = PageMeta(version=__version__, ready=self.ready, last_pass=self.last_pass,
                         next_check=self.next_check, docker=self.docker_state)
-        if len(cfg.sites) <= PER_PAGE:
-            fresh = collect(cfg, now)
-            fresh.sort(key=lambda r: attention(r.state, r.site_state.failures))
-            return render([page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in fresh],
-                          now, meta)
-        known = {r.name: r for r in self.rows if r.name in cfg.sites}
-        unknown = [n for n in cfg.sites if n not in known]  # added since (a pass follows a reload)
-        order = unknown + sorted(known, key=lambda n: attention(known[n].state,
-                                                                  known[n].site_state.failures))
-        counts: dict[str, int] = {"missing": len(unknown)} if unknown else {}
-        for r in known.values():
-            counts[r.state] = counts.get(r.state, 0) + 1
-        pages = page_count(len(order))
-        page = min(max(page, 1), pages)
-        names = order[(page - 1) * PER_PAGE:page * PER_PAGE]
-        rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in collect(cfg, now, names)]
-        return render(rows, now, meta, counts=counts, page=page, pages=pages)
+        try:
+            if len(cfg.sites) <= PER_PAGE:
+                fresh = collect(cfg, ports, now)
+                fresh.sort(key=lambda r: attention(r.state, r.site_state.failures))
+                return render([page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in fresh],
+                              now, meta)
+            known = {r.name: r for r in self.rows if r.name in cfg.sites}
+            unknown = [n for n in cfg.sites if n not in known]  # added since (a pass follows a reload)
+            order = unknown + sorted(known, key=lambda n: attention(known[n].state,
+                                                                      known[n].site_state.failures))
+            counts: dict[str, int] = {"missing": len(unknown)} if unknown else {}
+            for r in known.values():
+                counts[r.state] = counts.get(r.state, 0) + 1
+            pages = page_count(len(order))
+            page = min(max(page, 1), pages)
+            names = order[(page - 1) * PER_PAGE:page * PER_PAGE]
+            rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name))
+                    for r in collect(cfg, ports, now, names)]
+            return render(rows, now, meta, counts=counts, page=page, pages=pages)
+        finally:
+            ports.store.close()
 
 
 def page_row(r: SiteStatus, wakeup: Wakeup | None, outcome: str | None) -> PageRow:

@@ -20,15 +20,15 @@ import pickle
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tlsbridge.adapters.certmemo import MEMO, ParseRefused, memo_file
+from tlsbridge.adapters.certmemo import CertMemo, ParseRefused, memo_file
 from tlsbridge.clock import Clock
 from tlsbridge.config import Config, Site
 from tlsbridge.errors import TlsbridgeError
-from tlsbridge.model import ObservedCert
+from tlsbridge.model import DeliveryReport, ObservedCert
 from tlsbridge.reconcile import Reconciler, SiteOutcome
 
 logger = logging.getLogger(__name__)
@@ -61,33 +61,34 @@ class Job:
 @dataclass
 class Result:
     outcomes: list[SiteOutcome]
-    reloads: dict[str, int]
+    reloaded: list[dict[str, tuple[str, ...]]]  # each delivery's containers reloaded, per site
 
 
 class SidecarReconciler(Reconciler):
     """Reconciler whose passes leave the sidecar's memory as they found it (see the module)."""
 
-    reloaded: Callable[[str, int], None] | None = None  # metrics: containers reloaded per site
+    on_delivered: Callable[[DeliveryReport], None] | None = None  # the sidecar counts reloads
 
     def run_pass(self, names: Iterable[str] | None = None, *, force: bool = False,
                  dry_run: bool = False) -> list[SiteOutcome]:
         wanted = list(names) if names is not None else None
         if dry_run:
             return super().run_pass(wanted, force=force, dry_run=True)
+        memo = self.ports.memo
         try:
-            with MEMO.refusing_parse():
+            with memo.refusing_parse():
                 return super().run_pass(wanted, force=force)
         except (_Delegate, ParseRefused) as why:
             logger.debug("run: the pass continues in a worker process (%s)",
                          "a certificate to parse" if isinstance(why, ParseRefused) else "work to do")
         result = run_child(self.cfg, wanted, force, self.clock)
-        MEMO.load(memo_file(self.cfg.state.dir), again=True)  # what the child parsed
-        if self.reloaded is not None:
-            for site, n in result.reloads.items():
-                self.reloaded(site, n)
+        memo.load(memo_file(self.cfg.state.dir), again=True)  # what the child parsed
+        if self.on_delivered is not None:
+            for reloaded in result.reloaded:
+                self.on_delivered(DeliveryReport(reloaded=reloaded))
         return result.outcomes
 
-    def _bootstrap(self, sites: list[Site]) -> Mapping[str, TlsbridgeError]:
+    def _bootstrap(self, sites: list[tuple[Site, ObservedCert | None]]) -> Mapping[str, TlsbridgeError]:
         if sites:
             raise _Delegate()
         return {}
@@ -96,10 +97,16 @@ class SidecarReconciler(Reconciler):
         raise _Delegate()
 
 
-def build_reconciler(cfg: Config, clock: Clock) -> SidecarReconciler:
-    from tlsbridge.wiring import LazyDeliverer
+def build_reconciler(cfg: Config, clock: Clock, memo: CertMemo,
+                     on_delivered: Callable[[DeliveryReport], None] | None = None) -> SidecarReconciler:
+    """The sidecar's reconciler (loop.BuildReconciler): the real adapters, and `on_delivered`
+    told what the children's deliveries reloaded."""
+    from tlsbridge.wiring import LazyAri, LazyCertbot, LazyDeliverer, build_ports
 
-    return SidecarReconciler(cfg, clock, deliverer=LazyDeliverer(cfg))
+    rec = SidecarReconciler(cfg, clock, build_ports(cfg, memo), obtainer=LazyCertbot(cfg),
+                            ari=LazyAri(cfg), deliverer=LazyDeliverer(cfg))
+    rec.on_delivered = on_delivered
+    return rec
 
 
 def run_child(cfg: Config, names: list[str] | None, force: bool, clock: Clock) -> Result:
@@ -154,35 +161,6 @@ def _log_settings() -> tuple[str, int, bool]:
     return fmt, logging.getLogger("tlsbridge").getEffectiveLevel(), to_stderr
 
 
-class _CountingDeliverer:
-    """The reconciler's deliverer, counting the running target containers of each delivered site
-    (the sidecar's `tlsbridge_reloads_total`)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.reloads: dict[str, int] = {}
-
-    def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
-        result: Mapping[str, TlsbridgeError] = self.inner.bootstrap(sites)
-        return result
-
-    def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> Mapping[str, TlsbridgeError]:
-        errors: Mapping[str, TlsbridgeError] = self.inner.deliver(items)
-        from tlsbridge.targets import resolve
-
-        try:
-            containers = self.inner.real.docker.containers()
-        except (TlsbridgeError, AttributeError) as exc:
-            logger.debug("run: cannot count reloads: %s", exc)
-            return errors
-        for site, _ in items:
-            if site.name not in errors:
-                n = sum(1 for c in resolve(site, containers).targets if c.running)
-                if n:
-                    self.reloads[site.name] = self.reloads.get(site.name, 0) + n
-        return errors
-
-
 def child_main(result_fd: int) -> int:
     """The child: read a Job on stdin, run the pass, write a Result to `result_fd`."""
     job = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 - from our parent
@@ -190,6 +168,8 @@ def child_main(result_fd: int) -> int:
     from tlsbridge.cli import setup_logging
     from tlsbridge.clock import clock_from_env
     from tlsbridge.sidecar.logjson import RedactingFilter
+    from tlsbridge.status import collect
+    from tlsbridge.wiring import build_ports
     from tlsbridge.wiring import build_reconciler as build
 
     # SIGTERM from the sidecar: unwind, so the certbot adapter stops certbot on the way out.
@@ -198,20 +178,19 @@ def child_main(result_fd: int) -> int:
     logging.getLogger("tlsbridge").setLevel(job.log_level)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
-    rec = build(job.cfg, clock_from_env())
-    counting = _CountingDeliverer(rec.deliverer)
-    rec.deliverer = counting
+    memo = CertMemo()
+    reloaded: list[dict[str, tuple[str, ...]]] = []
+    rec = build(job.cfg, clock_from_env(), memo,
+                on_delivered=lambda report: reloaded.append(dict(report.reloaded)))
     outcomes = rec.run_pass(job.names, force=job.force)
     # Parse here what the sidecar reads next (its refresh and status page: the published files too).
-    from tlsbridge.status import collect
-
     try:
-        collect(job.cfg, rec.clock.now())
+        collect(job.cfg, build_ports(job.cfg, memo), rec.clock.now())
     except (TlsbridgeError, ValueError) as exc:  # the sidecar's refresh reports it, in its turn
         logger.debug("worker: cannot read every site's status: %s", exc)
-    MEMO.save(memo_file(job.cfg.state.dir))
+    memo.save(memo_file(job.cfg.state.dir))
     with os.fdopen(result_fd, "wb") as out:
-        out.write(pickle.dumps(Result(outcomes, counting.reloads)))
+        out.write(pickle.dumps(Result(outcomes, reloaded)))
     return 0
 
 

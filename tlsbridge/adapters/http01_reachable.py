@@ -1,4 +1,4 @@
-"""Check that an ACME HTTP-01 request reaches this process through nginx, before asking a CA.
+"""Whether ACME HTTP-01 requests reach this process through nginx: checked before asking a CA.
 
 With the standalone method behind nginx (Swarm: nginx passes /.well-known/acme-challenge/ to
 the tlsbridge service), the path only works once nginx runs *and* resolves tlsbridge's name,
