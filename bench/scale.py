@@ -179,18 +179,16 @@ def build_tree(root: Path, n: int) -> Path:
 def fill_state(cfg_path: Path, now: datetime) -> None:
     """Publish every site and leave the state store as a real pass does (ARI cached 25 days)."""
     from tlsbridge import config
-    from tlsbridge.adapters.certstore import CertStore
-    from tlsbridge.adapters.publish import Publisher
-    from tlsbridge.adapters.statestore import StateStore
     from tlsbridge.model import AriWindow, SiteState
-    from tlsbridge.reconcile import DELIVERED, site_hash
+    from tlsbridge.policy import site_hash
+    from tlsbridge.wiring import build_ports
 
     cfg = config.load(cfg_path)
-    certstore, publisher = CertStore(cfg.certbot.config_dir), Publisher(cfg.publish.dir)
-    store = StateStore(cfg.state.dir)
+    ports = build_ports(cfg)
+    certstore, publisher, store = ports.certs, ports.publisher, ports.store
     rng = random.Random(1)
     for site in cfg.sites.values():
-        files, observed = certstore.files(site.name), certstore.observe(site.name)
+        files, observed = certstore.files(site.name), certstore.current_cert(site.name)
         assert files is not None and observed is not None
         publisher.publish(site.name, files)
         start = observed.not_after - timedelta(days=30)
@@ -198,7 +196,7 @@ def fill_state(cfg_path: Path, now: datetime) -> None:
         store.save(site.name, SiteState(
             chosen_renewal=start + timedelta(hours=48 * rng.random()), chosen_for=observed.fingerprint,
             ari=window, ari_for=observed.fingerprint, config_hash=site_hash(cfg, site),
-            extra={DELIVERED: observed.fingerprint}))
+            delivered=observed.fingerprint))
     store.close()
 
 
@@ -269,11 +267,11 @@ from tlsbridge.clock import SystemClock
 from tlsbridge.status import collect
 from tlsbridge.wiring import build_reconciler
 cfg = config.load(Path({str(cfg_path)!r})); clock = SystemClock(); rec = build_reconciler(cfg, clock)
-rec.run_pass(); collect(cfg, clock.now())
+rec.run_pass(); collect(cfg, rec.ports, clock.now())
 p, r = [], []
 for _ in range({rounds}):
     t = time.process_time(); rec.run_pass(); p.append((time.process_time() - t) * 1000)
-    t = time.process_time(); collect(cfg, clock.now()); r.append((time.process_time() - t) * 1000)
+    t = time.process_time(); collect(cfg, rec.ports, clock.now()); r.append((time.process_time() - t) * 1000)
 print(json.dumps({{"run_pass_ms": statistics.median(p), "refresh_ms": statistics.median(r)}}))
 """
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=600)
