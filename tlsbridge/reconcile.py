@@ -80,9 +80,9 @@ class Ports:
         unchanged certificate costs one stat(): the memo). Raises PublishError when the
         published certificate cannot be read; one that is not a certificate counts as none."""
         lineage = self.certs.current_cert(name)
-        gen = self.publisher.generation(name)  # `current` resolved once: one generation, never a mix
         try:
-            published = self.memo.read_cert(gen / "cert.pem") if gen is not None else None
+            # One file, so one generation; a string path: this runs for every site on every pass
+            published = self.memo.read_cert(self.publisher.cert_path(name))
         except ValueError:
             published = None
         except OSError as exc:
@@ -305,9 +305,8 @@ class Reconciler:
         """Put what was just published into the memo, while the parser is loaded anyway: the
         next pass (and a next process) then only stat()s it."""
         try:
-            gen = self.ports.publisher.generation(name)  # the key the next observe() reads by
-            return self.ports.memo.read_cert(gen / "cert.pem") if gen is not None else None
-        except (OSError, ValueError, TlsbridgeError):
+            return self.ports.memo.read_cert(self.ports.publisher.cert_path(name))  # observe()'s key
+        except (OSError, ValueError):
             return None  # only a lost shortcut: the next pass reads it again
 
     def _failed(self, site: Site, state: SiteState, sp: SitePlan | None, exc: TlsbridgeError,

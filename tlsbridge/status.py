@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,15 +40,17 @@ class SiteStatus:
         }
 
 
-def collect(cfg: Config, ports: Ports, now: datetime) -> list[SiteStatus]:
-    """Every site's status, from local files and the state store (never the CA)."""
+def collect(cfg: Config, ports: Ports, now: datetime, names: list[str] | None = None) -> list[SiteStatus]:
+    """Every site's status (or those in `names`, in that order), from local files and the state
+    store (never the CA)."""
     ports.memo.load(memo_file(cfg.state.dir))  # what renew/run parsed: status re-parses nothing unchanged
-    try:
-        states = ports.store.load_all()  # a damaged store is set aside and read as empty
+    try:  # a damaged store is set aside and read as empty
+        states = ports.store.load_all() if names is None else ports.store.load_some(names)
     finally:
         ports.store.close()  # no connection outlives a status read (the page reads it per request)
+    sites = cfg.sites.values() if names is None else [cfg.sites[n] for n in names if n in cfg.sites]
     return [site_status(site, ports.observe(site.name, states.get(site.name) or SiteState()), cfg, now)
-            for site in cfg.sites.values()]
+            for site in sites]
 
 
 def site_status(site: Site, obs: Observation, cfg: Config, now: datetime) -> SiteStatus:
@@ -61,7 +62,7 @@ def site_status(site: Site, obs: Observation, cfg: Config, now: datetime) -> Sit
         chosen = st.chosen_renewal if st.chosen_for == lineage.fingerprint else None
         renew_after = policy.schedule(lineage, before_expiry=cfg.renewal.before_expiry, ari=ari,
                                       chosen=chosen, now=now,
-                                      rng=random.Random(lineage.fingerprint)).renew_at
+                                      rng=policy.SeededLater(lineage.fingerprint)).renew_at
     return SiteStatus(
         name=site.name,
         domains=site.domains,

@@ -17,6 +17,7 @@ class CertStore:
     def __init__(self, config_dir: Path, memo: CertMemo) -> None:
         self.config_dir = config_dir
         self.memo = memo
+        self._live = f"{config_dir}/live"
 
     def live_dir(self, site: str) -> Path:
         return self.config_dir / "live" / site
@@ -26,7 +27,7 @@ class CertStore:
 
         Parsed once per file: an unchanged lineage costs one stat() (adapters/certmemo.py).
         """
-        return self.memo.read_cert(self.live_dir(site) / "cert.pem")
+        return self.memo.read_cert(f"{self._live}/{site}/cert.pem")  # str(live_dir(site) / "cert.pem")
 
     def files(self, site: str) -> CertFiles | None:
         """The lineage's four files, all of one version (certbot swaps its live/ links one at a

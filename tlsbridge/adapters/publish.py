@@ -85,6 +85,11 @@ class Publisher:
     def site_dir(self, site: str) -> Path:
         return self.root / site
 
+    def cert_path(self, site: str) -> str:
+        """The published cert.pem, as the string the certificate memo knows it by (no Path
+        joins: this is asked for every site on every pass)."""
+        return f"{self.root}/{site}/cert.pem"
+
     # -- readers: one generation, resolved once ----------------------------------------------------
     def generation(self, site: str) -> Path | None:
         """The folder of the generation `current` names, or None when nothing is published.

@@ -3,15 +3,23 @@
 One row per site: domains, issuer, days left drawn as a bar against the certificate's lifetime
 (with a tick at the renewal moment), next renewal, last outcome and error. Every value that
 comes from a certificate, the config or an error message is escaped.
+
+Sites that need attention come first (failing and expired, then not yet delivered or due, then
+the valid ones). Past PER_PAGE sites the page shows one page of rows (`/?page=N`) under a
+summary of every site's state, so it stays small and fast with thousands of sites.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
 
+PER_PAGE = 200  # rows per page: up to 200 sites, one page as before
+# Display order: what needs attention first.
+ATTENTION = {"failing": 0, "expired": 0, "placeholder": 1, "unpublished": 1, "missing": 1, "due": 2,
+             "valid": 3}
 STATE_CLASS = {"valid": "ok", "due": "due", "unpublished": "due", "placeholder": "off",
                "missing": "off", "failing": "bad", "expired": "bad"}
 
@@ -62,13 +70,33 @@ th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--mute
 .num,.sub{color:var(--mute);font-size:12px;margin-top:3px}
 .err{color:var(--bad);font-size:12px;margin-top:3px;max-width:420px;overflow-wrap:anywhere}
 .empty{color:var(--mute);padding:24px;text-align:center}
+.pages{margin:12px 0;color:var(--mute)}.pages a{margin-right:8px}
 """
 
 
-def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta) -> str:
-    """The whole page. `now` is the moment the page describes (days left are counted from it)."""
-    failing = sum(1 for r in rows if r.state in ("failing", "expired"))
-    title = f"tlsbridge: {len(rows)} site{'s' if len(rows) != 1 else ''}" + (
+def attention(state: str, failures: int) -> int:
+    """Sort key of a site on the page: 0 comes first."""
+    return 0 if failures else ATTENTION.get(state, 1)
+
+
+def page_count(total: int, per_page: int = PER_PAGE) -> int:
+    return max(1, -(-total // per_page))
+
+
+def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta, *,
+           counts: Mapping[str, int] | None = None, page: int = 1, pages: int = 1) -> str:
+    """The whole page. `now` is the moment the page describes (days left are counted from it).
+
+    `rows` are shown in the order given. With `counts` (every site's state, e.g. when `rows`
+    are one page of many) the title and summary describe all sites, and `pages` > 1 adds links.
+    """
+    if counts is None:
+        counts = {}
+        for r in rows:
+            counts[r.state] = counts.get(r.state, 0) + 1
+    total = sum(counts.values())
+    failing = counts.get("failing", 0) + counts.get("expired", 0)
+    title = f"tlsbridge: {total} site{'s' if total != 1 else ''}" + (
         f", {failing} failing" if failing else "")
     facts = [f"tlsbridge {meta.version}", f"as of {_ts(now)}",
              "ready" if meta.ready else "first pass running"]
@@ -80,6 +108,15 @@ def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta) -> str:
         facts.append(f"docker {meta.docker}")
     body = "\n".join(_row(r, now) for r in rows) or (
         '<tr><td class="empty" colspan="6">No sites in the config.</td></tr>')
+    summary = nav = ""
+    if total > len(rows) or pages > 1:
+        order = sorted(counts, key=lambda st: (ATTENTION.get(st, 1), st))
+        summary = '<p class="meta">' + " &middot; ".join(
+            f'<span class="badge {STATE_CLASS.get(st, "off")}">{escape(st)}</span> {counts[st]}'
+            for st in order) + f" &middot; sites needing attention first; page {page} of {pages}</p>"
+        links = [f'<a href="?page={n}">{n}</a>' if n != page else f"<b>{n}</b>" for n in _around(page, pages)]
+        nav = f'<p class="pages">pages: {" ".join(links)}</p>'
+
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -92,6 +129,7 @@ def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta) -> str:
 <body>
 <h1>tlsbridge</h1>
 <p class="meta">{" &middot; ".join(escape(f) for f in facts)}</p>
+{summary}{nav}
 <table>
 <thead><tr><th>Site</th><th>Domains</th><th>Issuer</th><th>Days left</th><th>Next renewal</th>
 <th>Last outcome</th></tr></thead>
@@ -99,9 +137,15 @@ def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta) -> str:
 {body}
 </tbody>
 </table>
+{nav}
 </body>
 </html>
 """
+
+
+def _around(page: int, pages: int) -> list[int]:
+    """Page numbers to link: the first, the last, and those near `page`."""
+    return sorted({1, pages, *range(max(1, page - 3), min(pages, page + 3) + 1)})
 
 
 def _row(r: PageRow, now: datetime) -> str:

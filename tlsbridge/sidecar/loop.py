@@ -62,9 +62,9 @@ BuildReconciler = Callable[[Config, Clock, CertMemo, "Callable[[DeliveryReport],
 
 def _build_reconciler(cfg: Config, clock: Clock, memo: CertMemo,
                       on_delivered: Callable[[DeliveryReport], None]) -> Reconciler:
-    from tlsbridge.wiring import build_reconciler
+    from tlsbridge.sidecar.worker import build_reconciler  # work to do: in a child process
 
-    return build_reconciler(cfg, clock, memo, on_delivered=on_delivered)
+    return build_reconciler(cfg, clock, memo, on_delivered)
 
 
 class Sidecar:
