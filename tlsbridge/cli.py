@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compose": ("tlsbridge.commands.compose", "write a compose file and nginx snippets for the sites"),
     "daemon-tls": ("tlsbridge.commands.daemon_tls", "mutual TLS for the Docker engine on :2376"),
     "doctor": ("tlsbridge.commands.doctor", "find what keeps certificates from being served, with fixes"),
+    "notify": ("tlsbridge.commands.notify", "notifications: `notify --test` sends a test message to every target"),
 }
 
 
