@@ -190,3 +190,27 @@ def test_the_memory_round_trips_through_its_table(tmp_path: Path) -> None:
     assert SentStore(tmp_path).load() == {"shop": m, "blog": SiteMemory(serial=NO_CERT)}
     store.save({"blog": SiteMemory(serial="12")})
     assert SentStore(tmp_path).load() == {"blog": SiteMemory(serial="12")}
+
+
+def test_validate_and_a_quiet_pass_never_import_apprise(tmp_path: Path) -> None:
+    """Apprise is imported only when a message goes out: not by `validate`, not by the
+    sidecar's modules, not by a pass with nothing to say (a fresh interpreter checks)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "c.yaml").write_text(f"state: {{dir: {tmp_path}/state}}\npublish: {{dir: {tmp_path}/certs}}\n"
+                                     "notify: {urls: ['json://127.0.0.1:9/x']}\n")
+    code = f"""
+import sys
+from tlsbridge.cli import main
+assert main(["-c", "{tmp_path}/c.yaml", "validate"]) == 0
+import tlsbridge.sidecar.loop, tlsbridge.notify.dispatch
+from tlsbridge import config
+from tlsbridge.notify.dispatch import Notifier
+cfg = config.load(__import__("pathlib").Path("{tmp_path}/c.yaml"))
+assert Notifier(cfg.notify, cfg.state.dir, background=True).after_pass([], __import__("datetime").datetime.now()) == []
+print("apprise" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
