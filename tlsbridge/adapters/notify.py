@@ -35,7 +35,11 @@ QUEUE_SIZE = 64  # batches waiting for the background sender; more are dropped, 
 
 
 class SendFailed(TlsbridgeError):
-    """A target did not accept a message."""
+    """A target did not accept a message (retried)."""
+
+
+class BadTarget(TlsbridgeError):
+    """Apprise cannot use this URL, or is not installed (never retried)."""
 
 
 @dataclass
@@ -93,7 +97,7 @@ def _send_target(url: str, urls: Sequence[str], messages: Sequence[Message], tim
             retry.retry(lambda m=message: _send_one(url, urls, m, timeout), on=(SendFailed,),  # type: ignore[misc]
                         attempts=ATTEMPTS, what=f"notify: target {result.target}")
             result.sent += 1
-        except SendFailed as exc:
+        except (SendFailed, BadTarget) as exc:
             result.failed += 1
             result.error = str(exc)
             logger.warning("notify: target %s did not take the %s message for site=%s: %s",
@@ -108,12 +112,12 @@ def _send_one(url: str, urls: Sequence[str], message: Message, timeout: float) -
     try:
         import apprise
     except ImportError:
-        raise SendFailed("Apprise is not installed: pip install 'tlsbridge[notify]'") from None
+        raise BadTarget("Apprise is not installed: pip install 'tlsbridge[notify]'") from None
     _quiet_apprise()
     asset = apprise.AppriseAsset(async_mode=False)
     box = apprise.Apprise(asset=asset)
     if not box.add(url):
-        raise SendFailed("Apprise does not understand this URL (check its scheme and form)")
+        raise BadTarget("Apprise does not understand this URL (check its scheme and form)")
     outcome = box.notify(body=message.body, title=message.title, notify_type=message.level,
                          timeout=timeout)
     if not outcome:
@@ -127,10 +131,15 @@ def _why(outcome: object, urls: Sequence[str]) -> str:
 
 
 def _quiet_apprise() -> None:
-    # Apprise logs URLs at debug level and hosts in warnings: nothing of it reaches our handlers.
+    # Apprise logs URLs at debug level and hosts in warnings: nothing of it reaches our handlers
+    # (no propagation; a NullHandler keeps logging's last-resort stderr handler away). Its
+    # warnings still reach the per-call capture that notify() returns (result.logs()), which
+    # _why redacts.
     log = logging.getLogger("apprise")
-    log.propagate = False
-    log.setLevel(logging.CRITICAL + 1)
+    if log.propagate:
+        log.propagate = False
+        log.addHandler(logging.NullHandler())
+    log.setLevel(logging.WARNING)
 
 
 class BackgroundSender:
