@@ -161,6 +161,12 @@ class BackgroundSender:
             logger.warning("notify: %d notification(s) dropped: the targets are too slow to keep up",
                            len(messages))
 
+    def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for what is queued to go out (the sidecar stopping)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def _work(self) -> None:
         while True:
             batch = self._queue.get()
@@ -168,6 +174,8 @@ class BackgroundSender:
                 self.results = [*self.results[-9:], send(self.urls, batch, self.timeout)]
             except Exception as exc:  # noqa: BLE001 - the sender thread must outlive any batch
                 logger.warning("notify: unexpected error: %s", redact(str(exc), self.urls))
+            finally:
+                self._queue.task_done()
 
 
 class SyncSender:
@@ -179,6 +187,9 @@ class SyncSender:
 
     def submit(self, messages: Sequence[Message]) -> None:
         self.results = send(self.urls, messages, self.timeout)
+
+    def drain(self, timeout: float) -> None:
+        pass  # submit() already waited
 
 
 # -- memory --------------------------------------------------------------------------------------

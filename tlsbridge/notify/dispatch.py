@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 class Sender(Protocol):
     def submit(self, messages: Sequence[Message]) -> None: ...
+    def drain(self, timeout: float) -> None: ...
 
 
 class Notifier:
@@ -62,7 +63,9 @@ class Notifier:
             return []
         return messages
 
-    def close(self) -> None:
+    def close(self, wait: float = 0.0) -> None:
+        """Let queued messages go out for up to `wait` seconds; close the store."""
+        self.sender.drain(wait)
         self.store.close()
 
 

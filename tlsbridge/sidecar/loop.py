@@ -166,6 +166,8 @@ class Sidecar:
             self.scheduler.shutdown(wait=False)
         if self.http is not None:
             self.http.stop()
+        if self.notifier is not None:  # the last pass's messages: at most GRACE seconds more
+            self.notifier.close(wait=GRACE)
         logger.info("run: stopped")
 
     # -- signals (handlers run in the main thread, between bytecodes: keep them tiny) ------------
