@@ -22,7 +22,8 @@ CHECK_BY_REASON = {
     "CAUnreachable": "that this host reaches the CA's ACME directory (acme.directory): DNS, firewall, proxy; "
                      "or the CA's status page",
     "CATransient": "the CA's status page: it answered with a server error",
-    "RateLimited": "nothing: the CA rate-limited this site; do not force renewals, tlsbridge waits as told",
+    "RateLimited": "nothing: the CA rate-limited this site and the next attempt above honours its "
+                   "retry-after; do not force renewals meanwhile",
     "ValidationFailed": "that http://{domain}/.well-known/acme-challenge/ reaches tlsbridge (DNS records of "
                         "every name, port 80, the proxy's challenge location)",
     "DnsChallengeFailed": "the DNS plugin's credentials (challenge.dns_credentials) and that its zone "
