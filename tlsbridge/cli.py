@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "daemon-tls": ("tlsbridge.commands.daemon_tls", "mutual TLS for the Docker engine on :2376"),
     "doctor": ("tlsbridge.commands.doctor", "find what keeps certificates from being served, with fixes"),
     "systemd": ("tlsbridge.commands.systemd", "write the renew service and timer units for this installation"),
+    "notify": ("tlsbridge.commands.notify", "notifications: `notify --test` sends a test message to every target"),
 }
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tlsbridge import names
+from tlsbridge.notify import settings as notify_settings
+from tlsbridge.notify.settings import NotifyConfig
 
 DIRECTORY_ALIASES = {
     "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
@@ -137,6 +139,7 @@ class Config:
     docker: DockerConfig
     sites: Mapping[str, Site]
     daemon_tls: DaemonTlsConfig | None = None
+    notify: NotifyConfig = NotifyConfig()
 
 
 def default_config_path() -> Path:
@@ -166,7 +169,7 @@ class _Parser(names.Reader):
             raw,
             "",
             ("acme", "certbot", "challenge", "publish", "state", "renewal", "docker", "sites",
-             "daemon_tls"),
+             "daemon_tls", "notify"),
         )
         challenge = self.challenge(top.get("challenge"))
         top_challenge = self.mapping(top.get("challenge"), "challenge", CHALLENGE_KEYS)
@@ -183,6 +186,7 @@ class _Parser(names.Reader):
             docker=self.docker(top.get("docker")),
             sites=sites,
             daemon_tls=daemon_tls,
+            notify=notify_settings.parse(self, top.get("notify")),
         )
 
     def state(self, raw: Any) -> StateConfig:

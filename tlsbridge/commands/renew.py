@@ -51,6 +51,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         until = f"{o.waiting_until:%Y-%m-%dT%H:%M:%SZ}" if o.waiting_until else "later"
         print(f"tlsbridge: site={o.site} backing off until {until}: "
               f"{o.last_error or o.plan.decision.message}", file=sys.stderr)
+    if cfg.notify.enabled and not args.dry_run:  # after the pass's work; a slow target waits notify.timeout
+        from tlsbridge.notify.dispatch import after_renew
+        from tlsbridge.status import collect
+
+        now = reconciler.clock.now()
+        after_renew(cfg.notify, cfg.state.dir, collect(cfg, reconciler.ports, now), now)
     return 1 if failed or waiting else 0
 
 

@@ -47,8 +47,10 @@ from tlsbridge.sidecar.watch import CONNECTED, DockerWatcher
 
 if TYPE_CHECKING:
     from tlsbridge.model import DeliveryReport
+    from tlsbridge.notify.dispatch import Notifier
     from tlsbridge.reconcile import Reconciler
     from tlsbridge.sidecar.endpoint import HttpApi
+    from tlsbridge.status import SiteStatus
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ class Sidecar:
         self.scheduler = self._make_scheduler()
         self.watcher: DockerWatcher | None = None
         self._watch_docker = watch_docker
+        self.notifier: Notifier | None = None  # made at the first pass with notify.urls set
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -166,6 +169,8 @@ class Sidecar:
             self.scheduler.shutdown(wait=False)
         if self.http is not None:
             self.http.stop()
+        if self.notifier is not None:  # the last pass's messages: at most GRACE seconds more
+            self.notifier.close(wait=GRACE)
         logger.info("run: stopped")
 
     # -- signals (handlers run in the main thread, between bytecodes: keep them tiny) ------------
@@ -284,6 +289,7 @@ class Sidecar:
         timings = [timetable.SiteTiming(r.name, r.renew_after, r.site_state) for r in rows]
         wakeups = timetable.site_wakeups(timings, now)
         self.view.update_metrics(rows, wakeups)
+        self._notify(rows, now)
         for name in set(self.wakeups) - set(wakeups):
             self._remove_job(f"due:{name}")
         for name, w in wakeups.items():
@@ -291,6 +297,15 @@ class Sidecar:
             if old is None or old.at != w.at:
                 self._add_job(f"due:{name}", w.at, Request(Kind.PASS, frozenset({name}), f"due: {name}"))
         self.wakeups = wakeups
+
+    def _notify(self, rows: list[SiteStatus], now: datetime) -> None:
+        """notify.urls: announce what changed (sent from a background thread: no pass waits)."""
+        if self.cfg.notify.enabled:
+            from tlsbridge.notify.dispatch import Notifier
+
+            if self.notifier is None or self.notifier.cfg != self.cfg.notify:
+                self.notifier = Notifier(self.cfg.notify, self.cfg.state.dir, background=True)
+            self.notifier.after_pass(rows, now, self.view.next_check)
 
     def _verify(self, names: list[str]) -> None:
         """Check that the sites' containers serve what is published (after a container start)."""
