@@ -34,6 +34,13 @@ class Eab:
 
 
 @dataclass(frozen=True)
+class CaConfig:  # one ACME CA: its directory, the e-mail and EAB of our account there
+    directory: str
+    email: str | None = None
+    eab: Eab | None = None
+
+
+@dataclass(frozen=True)
 class AcmeConfig:
     directory: str = DIRECTORY_ALIASES["letsencrypt"]
     email: str | None = None
@@ -41,6 +48,7 @@ class AcmeConfig:
     key_type: str = "ecdsa"
     profile: str | None = None
     eab: Eab | None = None
+    fallback: tuple[CaConfig, ...] = ()  # tried in order when the primary is away or rate-limits
 
 
 @dataclass(frozen=True)
@@ -190,14 +198,9 @@ class _Parser(names.Reader):
         return StateConfig(dir=self.req_path(m.get("dir", str(StateConfig().dir)), "state.dir"))
 
     def acme(self, raw: Any) -> AcmeConfig:
-        m = self.mapping(raw, "acme", ("directory", "email", "ca_bundle", "key_type", "profile", "eab"))
-        directory = self.string(m.get("directory", "letsencrypt"), "acme.directory") or ""
-        directory = DIRECTORY_ALIASES.get(directory, directory)
-        if not re.match(r"^https?://[^/\s]+", directory):
-            self.error("acme.directory", "expected letsencrypt, letsencrypt-staging or an http(s):// URL")
-        email = self.string(m.get("email"), "acme.email", optional=True)
-        if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-            self.error("acme.email", "not an e-mail address")
+        m = self.mapping(raw, "acme", ("directory", "email", "ca_bundle", "key_type", "profile", "eab",
+                                       "fallback"))
+        primary = self.ca(m, "acme", None)
         ca_bundle = self.path(m.get("ca_bundle"), "acme.ca_bundle", optional=True)
         if ca_bundle is not None and not ca_bundle.is_file():
             self.error("acme.ca_bundle", f"{ca_bundle} is not a readable file")
@@ -207,16 +210,36 @@ class _Parser(names.Reader):
         profile = self.string(m.get("profile"), "acme.profile", optional=True)
         if profile is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", profile):
             self.error("acme.profile", "a profile name is letters, digits, '.', '_' or '-'")
+        if not isinstance(raw_fb := m.get("fallback") or [], list):
+            self.error("acme.fallback", f"expected a list of {{directory, email, eab}}, got {names.kind(raw_fb)}")
+        fallback = tuple(self.ca(self.mapping(e, f"acme.fallback[{i}]", ("directory", "email", "eab")),
+                                 f"acme.fallback[{i}]", primary) for i, e in enumerate(raw_fb))
+        for i, ca in enumerate(fallback):
+            if ca.directory in [c.directory for c in (primary, *fallback[:i])]:
+                self.error(f"acme.fallback[{i}].directory", f"{ca.directory} is already listed")
+        return AcmeConfig(directory=primary.directory, email=primary.email, ca_bundle=ca_bundle,
+                          key_type=key_type, profile=profile, eab=primary.eab, fallback=fallback)
+
+    def ca(self, m: Mapping[str, Any], key: str, primary: CaConfig | None) -> CaConfig:
+        """One CA's directory, email and eab (acme, or a fallback: its email defaults to the primary's)."""
+        if primary is not None and "directory" not in m:
+            self.error(f"{key}.directory", "is required (an ACME directory URL)")
+        directory = self.string(m.get("directory", "letsencrypt"), f"{key}.directory") or ""
+        directory = DIRECTORY_ALIASES.get(directory, directory)
+        if not re.match(r"^https?://[^/\s]+", directory):
+            self.error(f"{key}.directory", "expected letsencrypt, letsencrypt-staging or an http(s):// URL")
+        email = self.string(m["email"], f"{key}.email", optional=True) if "email" in m else (
+            primary.email if primary else None)
+        if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+            self.error(f"{key}.email", "not an e-mail address")
         eab = None
         if m.get("eab") is not None:
-            e = self.mapping(m["eab"], "acme.eab", ("kid", "hmac_key"))
-            for key in ("kid", "hmac_key"):
-                if key not in e:
-                    self.error(f"acme.eab.{key}", "is required when acme.eab is set")
-            eab = Eab(kid=self.string(e["kid"], "acme.eab.kid") or "",
-                      hmac_key=self.string(e["hmac_key"], "acme.eab.hmac_key") or "")
-        return AcmeConfig(directory=directory, email=email, ca_bundle=ca_bundle, key_type=key_type,
-                          profile=profile, eab=eab)
+            e = self.mapping(m["eab"], f"{key}.eab", ("kid", "hmac_key"))
+            if missing := [k for k in ("kid", "hmac_key") if k not in e]:
+                self.error(f"{key}.eab.{missing[0]}", f"is required when {key}.eab is set")
+            eab = Eab(kid=self.string(e["kid"], f"{key}.eab.kid") or "",
+                      hmac_key=self.string(e["hmac_key"], f"{key}.eab.hmac_key") or "")
+        return CaConfig(directory=directory, email=email, eab=eab)
 
     def certbot(self, raw: Any) -> CertbotConfig:
         m = self.mapping(raw, "certbot", ("config_dir", "work_dir", "logs_dir", "timeout"))

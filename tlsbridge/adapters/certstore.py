@@ -5,6 +5,7 @@ Never runs certbot: reading and parsing a lineage costs well under a millisecond
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tlsbridge.adapters.certmemo import CertMemo
@@ -27,6 +28,11 @@ class CertStore:
         """
         return self.memo.read_cert(self.live_dir(site) / "cert.pem")
 
+    def server(self, site: str) -> str | None:
+        """The ACME directory certbot last obtained the site's certificate from (its lineage's
+        renewal/<site>.conf), None when certbot holds no lineage for it."""
+        return renewal_params(self.config_dir, site).get("server")
+
     def files(self, site: str) -> CertFiles | None:
         live = self.live_dir(site)
         try:
@@ -38,3 +44,13 @@ class CertStore:
             )
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+
+def renewal_params(config_dir: Path, site: str) -> dict[str, str]:
+    """`server` and `account` of certbot's renewal/<site>.conf (certbot rewrites both on every
+    successful issuance), the ones found; {} without the file."""
+    try:
+        text = (config_dir / "renewal" / f"{site}.conf").read_text(errors="replace")
+    except OSError:
+        return {}
+    return dict(re.findall(r"(?m)^\s*(server|account)\s*=\s*(\S+)\s*$", text))
