@@ -125,8 +125,7 @@ def install_replaces(cert_id: str) -> bool:
         except messages.Error as error:
             if not refuses_replaces(error):
                 raise
-            print(f"tlsbridge: the CA refused `replaces` {cert_id} ({error}); ordering without it",
-                  file=sys.stderr, flush=True)
+            logger.warning("The CA refused the order's ARI replaces %s (%s): ordering without it", cert_id, error)
         finally:
             del self._post
         return original(self, csr_pem, profile=profile)
