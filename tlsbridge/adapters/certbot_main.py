@@ -91,7 +91,8 @@ def refuses_replaces(error: Any) -> bool:
     """Whether an ACME problem is the CA refusing the order's `replaces` (RFC 9773
     alreadyReplaced; Pebble and Boulder name the replaced certificate in a malformed/unauthorized
     problem's detail)."""
-    return bool(error.code == "alreadyReplaced" or "replace" in (error.detail or "").lower())
+    # acme's Error.code knows only RFC 8555's types: read alreadyReplaced from the type URN itself.
+    return bool(str(error.typ or "").endswith(":alreadyReplaced") or "replace" in (error.detail or "").lower())
 
 
 def install_replaces(cert_id: str) -> bool:
