@@ -76,6 +76,8 @@ def test_fallback_when_the_primary_is_away_then_back_to_the_primary(
     assert renewal_params(env.config_dir, "one")["server"] == fallback.directory_url
     assert len(accounts(env.config_dir, fallback)) == 1  # registered there with its EAB
     assert accounts(env.config_dir, primary) == []
+    # Its ARI window is asked of the CA that issued it (certbot's certonly asks none itself).
+    assert "/renewalInfo/" in fallback.pebble_log.read_text()
 
     # The primary is back: nothing is re-issued for that (a site never flips CAs on its own).
     primary.start()
