@@ -227,3 +227,12 @@ def test_page_shows_the_ca_and_the_retry_after() -> None:
                   T0, PageMeta(version="t", ready=True))
     assert "CA second.test (fallback)" in page
     assert "rate-limited: the CA asks to retry after 2026-06-01 03:00 UTC" in page
+
+
+def test_the_retry_after_survives_the_state_store(tmp_path: Path) -> None:
+    from tlsbridge.adapters.statestore import StateStore
+
+    store = StateStore(tmp_path)
+    store.save("ex", SiteState(failures=1, retry_after=T0))
+    assert store.get("ex").retry_after == T0
+    store.close()
