@@ -93,6 +93,7 @@ class SiteState:
     last_success: datetime | None = None
     config_hash: str | None = None
     delivered: str | None = None  # fingerprint of the certificate last verified as served
+    retry_after: datetime | None = None  # the CA rate-limited the last attempt: not before this, it said
 
 
 @dataclass(frozen=True)

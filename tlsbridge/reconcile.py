@@ -50,7 +50,10 @@ class Obtainer(Protocol):
 
 
 class WindowSource(Protocol):
-    def window(self, cert_id: str, now: datetime) -> AriWindow | None: ...
+    """The CA's ARI window for a certificate; `ca`: the directory of the CA that issued it (a
+    fallback CA's certificate is asked about there), None for the primary."""
+
+    def window(self, cert_id: str, now: datetime, ca: str | None = None) -> AriWindow | None: ...
 
 
 class Deliverer(Protocol):
@@ -149,7 +152,7 @@ class Reconciler:
     def _ask_ari(self, name: str, cert: ObservedCert, now: datetime) -> AriAnswer:
         assert cert.ari_cert_id is not None
         try:
-            return AriAnswer(self.ari.window(cert.ari_cert_id, now))
+            return AriAnswer(self.ari.window(cert.ari_cert_id, now, self.ports.certs.server(name)))
         except AriError as exc:
             logger.warning("site=%s ARI unavailable, using the cached window or the lifetime rule: %s",
                            name, exc)
@@ -239,7 +242,7 @@ class Reconciler:
         """The state after a successful apply; a new certificate gets its ARI window and moment."""
         now = self.clock.now()
         state = replace(state, failures=0, next_attempt=None, last_error=None, last_reason=None,
-                        last_success=now, last_attempt=now)
+                        last_success=now, last_attempt=now, retry_after=None)
         cert = outcome.cert
         if outcome.issued and cert is not None:
             ari = None
@@ -321,7 +324,7 @@ class Reconciler:
             failures = state.failures + 1
             retry_after = exc.retry_after if isinstance(exc, RateLimitedError) else None
             state = replace(state, failures=failures, last_error=str(exc), last_reason=reason,
-                            last_attempt=now,
+                            last_attempt=now, retry_after=retry_after,
                             next_attempt=policy.backoff(failures, self.rng, retry_after, now))
             try:
                 self.ports.store.save(site.name, state)

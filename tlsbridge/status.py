@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from tlsbridge import policy
 from tlsbridge.adapters.certmemo import memo_file
@@ -23,6 +24,9 @@ class SiteStatus:
     state: str
     last_error: str | None
     site_state: SiteState
+    ca: str | None = None  # the ACME directory certbot's lineage came from (renewal/<site>.conf)
+    ca_fallback: bool = False  # `ca` is one of acme.fallback
+    retry_after: datetime | None = None  # rate-limited: the CA said not before this (while failing)
 
     def as_json(self) -> dict[str, Any]:
         c = self.cert
@@ -37,7 +41,17 @@ class SiteStatus:
             "published": self.published,
             "state": self.state,
             "last_error": self.last_error,
+            "ca": self.ca,
+            "ca_fallback": self.ca_fallback,
+            "retry_after": _iso(self.retry_after) if self.retry_after else None,
         }
+
+    @property
+    def ca_label(self) -> str:
+        """The CA's host, `(fallback)` when it is one of acme.fallback."""
+        if not self.ca:
+            return "-"
+        return (urlsplit(self.ca).netloc or self.ca) + (" (fallback)" if self.ca_fallback else "")
 
 
 def collect(cfg: Config, ports: Ports, now: datetime, names: list[str] | None = None) -> list[SiteStatus]:
@@ -49,12 +63,13 @@ def collect(cfg: Config, ports: Ports, now: datetime, names: list[str] | None = 
     finally:
         ports.store.close()  # no connection outlives a status read (the page reads it per request)
     sites = cfg.sites.values() if names is None else [cfg.sites[n] for n in names if n in cfg.sites]
-    return [site_status(site, ports.observe(site.name, states.get(site.name) or SiteState()), cfg, now)
+    return [site_status(site, ports.observe(site.name, states.get(site.name) or SiteState()), cfg, now,
+                        ca=ports.certs.server(site.name))
             for site in sites]
 
 
-def site_status(site: Site, obs: Observation, cfg: Config, now: datetime) -> SiteStatus:
-    """Pure: one site's status from its observation."""
+def site_status(site: Site, obs: Observation, cfg: Config, now: datetime, *, ca: str | None = None) -> SiteStatus:
+    """Pure: one site's status from its observation; `ca`: the directory its lineage came from."""
     lineage, published, st = obs.lineage, obs.published, obs.state
     renew_after = None
     if lineage is not None:
@@ -72,6 +87,9 @@ def site_status(site: Site, obs: Observation, cfg: Config, now: datetime) -> Sit
         state=_state(site.domains, lineage, published, renew_after, st, now),
         last_error=st.last_error,
         site_state=st,
+        ca=ca if obs.lineage is not None else None,
+        ca_fallback=ca is not None and ca in {f.directory for f in cfg.acme.fallback},
+        retry_after=st.retry_after if st.failures else None,
     )
 
 
@@ -99,7 +117,7 @@ def _iso(at: datetime) -> str:
 
 
 def render_table(rows: list[SiteStatus], now: datetime) -> str:
-    header = ("SITE", "STATE", "EXPIRES", "DAYS", "RENEW AFTER", "SERIAL", "DOMAINS")
+    header = ("SITE", "STATE", "EXPIRES", "DAYS", "RENEW AFTER", "SERIAL", "CA", "DOMAINS")
     lines = [header]
     for r in rows:
         c = r.cert
@@ -111,10 +129,13 @@ def render_table(rows: list[SiteStatus], now: datetime) -> str:
             days,
             _iso(r.renew_after) if r.renew_after else "-",
             (c.serial_hex[:16] if c else "-"),
+            r.ca_label,
             ",".join(r.domains),
         ))
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                      for row in lines)
     errors = [f"{r.name}: {r.last_error}" for r in rows if r.last_error]
+    errors += [f"{r.name}: rate-limited by the CA, which asks to retry after {_iso(r.retry_after)}"
+               for r in rows if r.retry_after]
     return text + ("\n\nlast errors:\n" + "\n".join(errors) if errors else "")

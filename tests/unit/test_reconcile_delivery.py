@@ -37,7 +37,7 @@ class Obtainer:
 
 
 class NoAri:
-    def window(self, cert_id: str, now: datetime) -> AriWindow | None:
+    def window(self, cert_id: str, now: datetime, ca: str | None = None) -> AriWindow | None:
         raise AssertionError("renewal.before_expiry is set: the CA is never asked")
 
 

@@ -223,7 +223,7 @@ def _default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-_DATES = ("chosen_renewal", "next_attempt", "last_attempt", "last_success", "ari_retry_at")
+_DATES = ("chosen_renewal", "next_attempt", "last_attempt", "last_success", "ari_retry_at", "retry_after")
 
 
 def _decode(data: str) -> SiteState:

@@ -39,6 +39,8 @@ class PageRow:
     last_error: str | None = None
     last_success: datetime | None = None
     failures: int = 0
+    ca: str | None = None  # the issuing CA's host, "(fallback)" when it is one of acme.fallback
+    retry_after: datetime | None = None  # rate-limited: the CA asked not to come back before this
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,8 @@ def _row(r: PageRow, now: datetime) -> str:
     domains = "<br>".join(escape(d) for d in r.domains)
     issuer = (f'<span title="{escape(r.issuer)}">{escape(issuer_name(r.issuer))}</span>'
               if r.issuer else "&ndash;")
+    if r.ca:
+        issuer += f'<div class="sub">CA {escape(r.ca)}</div>'
     return (
         f'<tr id="site-{escape(r.name)}">'
         f'<td><div class="site">{escape(r.name)}</div>{badges}</td>'
@@ -202,6 +206,8 @@ def _next(r: PageRow, now: datetime) -> str:
     if r.renew_at is not None:
         when = f"in {_rel(r.renew_at - now)}" if r.renew_at > now else f"due since {_rel(now - r.renew_at)}"
         parts.append(f"{escape(_ts(r.renew_at))}<div class=\"sub\">{escape(when)}</div>")
+    if r.retry_after is not None:
+        parts.append(f'<div class="err">rate-limited: the CA asks to retry after {escape(_ts(r.retry_after))}</div>')
     if r.next_wakeup is not None and r.wakeup_reason == "Backoff":
         parts.append(f'<div class="sub">retry {escape(_ts(r.next_wakeup))} '
                      f"(after {r.failures} failure{'s' if r.failures != 1 else ''})</div>")

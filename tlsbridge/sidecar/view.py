@@ -169,6 +169,8 @@ def page_row(r: SiteStatus, wakeup: Wakeup | None, outcome: str | None) -> PageR
         last_error=r.last_error if st.failures else None,
         last_success=st.last_success,
         failures=st.failures,
+        ca=r.ca_label if r.ca else None,
+        retry_after=r.retry_after,
     )
 
 
