@@ -125,7 +125,8 @@ class DockerDeliverer:
         """
         sw = self.swarm.deliver(items)
         errors: dict[str, TlsbridgeError] = dict(sw.errors)
-        targets = self._resolve([s for s, _ in items], errors, sw)
+        unreached: dict[str, TlsbridgeError] = {}
+        targets = self._resolve([s for s, _ in items], errors, sw, unreached)
         for t in targets:
             self._bring_up(t, strict=True)
             if t.error is None and not t.skip:
@@ -158,15 +159,22 @@ class DockerDeliverer:
         for probe, err in zip(probes, self.verifier(probes), strict=True):
             if err is not None:
                 errors.setdefault(probe.site.name, err)
-        return DeliveryReport(failed=errors, reloaded={k: v for k, v in reloaded.items() if v})
+        served = {s.name: tuple(sorted({t.info.name for t in targets if t.serves(s.name) and not t.skip}
+                                       | ({"swarm services"} if s.name in sw.sites else set())))
+                  for s, _ in items if s.name not in errors and s.name not in unreached}
+        return DeliveryReport(failed=errors, reloaded={k: v for k, v in reloaded.items() if v},
+                              served=served, unreached=unreached)
 
     # -- steps ------------------------------------------------------------------------------------
     def _resolve(self, sites: Sequence[Site], errors: dict[str, TlsbridgeError],
-                 swarm: SwarmOutcome | None = None) -> list[_Target]:
+                 swarm: SwarmOutcome | None = None,
+                 unreached: dict[str, TlsbridgeError] | None = None) -> list[_Target]:
         """Each container that is a target of any of `sites`, once, with the sites it serves.
 
         Task containers of the Swarm services in `swarm` are left out: they get certificates
-        through their service (secrets), not through a reload.
+        through their service (secrets), not through a reload. With the engine unreachable, a
+        site naming containers fails; the others go into `unreached` (the reconciler decides by
+        what was delivered before) or, without it, are logged.
         """
         skip = swarm.services if swarm is not None else frozenset()
         try:
@@ -176,6 +184,9 @@ class DockerDeliverer:
             for s in sites:
                 if s.reload:
                     errors[s.name] = DockerError(f"site={s.name}: {exc}")
+                elif unreached is not None:
+                    unreached[s.name] = DockerError(
+                        f"site={s.name}: cannot look for containers labelled {SITE_LABEL}={s.name}: {exc}")
                 else:
                     logger.warning("site=%s cannot look for containers labelled %s=%s: %s",
                                    s.name, SITE_LABEL, s.name, exc)

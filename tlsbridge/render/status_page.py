@@ -13,14 +13,15 @@ from datetime import datetime, timedelta
 from html import escape
 
 STATE_CLASS = {"valid": "ok", "due": "due", "unpublished": "due", "placeholder": "off",
-               "missing": "off", "failing": "bad", "expired": "bad"}
+               "missing": "off", "failing": "bad", "expired": "bad", "undelivered": "bad"}
 
 
 @dataclass(frozen=True)
 class PageRow:
     name: str
     domains: tuple[str, ...]
-    state: str  # status.collect's word: valid, due, unpublished, placeholder, missing, failing, expired
+    state: str  # status.collect's word: valid, due, unpublished, undelivered, placeholder,
+    # missing, failing, expired
     issuer: str | None = None
     not_before: datetime | None = None
     not_after: datetime | None = None
@@ -68,8 +69,9 @@ th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--mute
 def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta) -> str:
     """The whole page. `now` is the moment the page describes (days left are counted from it)."""
     failing = sum(1 for r in rows if r.state in ("failing", "expired"))
+    undelivered = sum(1 for r in rows if r.state == "undelivered")
     title = f"tlsbridge: {len(rows)} site{'s' if len(rows) != 1 else ''}" + (
-        f", {failing} failing" if failing else "")
+        f", {failing} failing" if failing else "") + (f", {undelivered} not served yet" if undelivered else "")
     facts = [f"tlsbridge {meta.version}", f"as of {_ts(now)}",
              "ready" if meta.ready else "first pass running"]
     if meta.last_pass:

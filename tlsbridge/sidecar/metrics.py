@@ -39,6 +39,9 @@ SITE_TIMES = {
 }
 SITE_FAILURES = ("tlsbridge_site_consecutive_failures",
                  "Consecutive failed attempts of the site (0: healthy)")
+SITE_UNDELIVERED = ("tlsbridge_site_undelivered",
+                    "1 while the site's published certificate is not yet verified as served "
+                    "(status `undelivered`), else 0")
 
 
 class Metrics:
@@ -118,11 +121,12 @@ class _SiteCollector:
         self.snapshot: dict[str, dict[str, datetime | float | int | None]] = {}
 
     def describe(self) -> list[GaugeMetricFamily]:
-        return []  # names are fixed (SITE_TIMES, SITE_FAILURES); nothing to check at registration
+        return []  # names are fixed (SITE_TIMES, SITE_FAILURES, ...); nothing to check at registration
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snapshot = self.snapshot
-        for key, (name, text) in (*SITE_TIMES.items(), ("failures", SITE_FAILURES)):
+        for key, (name, text) in (*SITE_TIMES.items(), ("failures", SITE_FAILURES),
+                                  ("undelivered", SITE_UNDELIVERED)):
             family = GaugeMetricFamily(name, text, labels=["site"])
             for site in sorted(snapshot):
                 value = snapshot[site].get(key)
