@@ -1,5 +1,6 @@
 """`tlsbridge renew`: one reconcile pass; exit 1 if any site failed (the others still processed)
-or is failing: backing off after a failed attempt, so that cron and CI monitoring see it."""
+or is failing: backing off after a failed attempt, so that cron and CI monitoring see it.
+A line per site on stdout, none with `-q` (errors still go to stderr)."""
 
 from __future__ import annotations
 
@@ -29,12 +30,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             raise UsageError(f"--site {name}: no such site in {cfg.source} (sites: {', '.join(cfg.sites) or 'none'})")
     reconciler = build_reconciler(cfg, SystemClock())
     outcomes = reconciler.run_pass(args.site, force=args.force, dry_run=args.dry_run)
+    quiet = bool(getattr(args, "quiet", False))  # -q: errors only (cron mails any output)
     failed = [o for o in outcomes if not o.ok]
     waiting = [o for o in outcomes if o.ok and o.backing_off]
     for o in outcomes:
         if args.dry_run:
             print(o.plan.render())
-        elif o.ok and not o.backing_off:
+        elif o.ok and not o.backing_off and not quiet:
             print(_summary(o))
     for o in failed:
         print(f"tlsbridge: site {o.site} failed ({o.reason}): {o.error}", file=sys.stderr)
