@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONTAINER_HTTP_WAIT = 2.0  # bootstrap: how long a started container gets to answer on port 80
+RESTART_WAIT = 30.0  # bootstrap: how long a restarting target gets to run again (Docker backs off)
+RESTART_STABLE = 0.5  # ... and how long it must then keep running
 _NGINX_MASTER = "nginx: master"
 
 
@@ -103,7 +105,9 @@ class DockerDeliverer:
         for t in targets:
             self._bring_up(t, strict=False)
         for t in targets:
-            if t.how == "started" and t.error is None:
+            if t.how == "restarting" and t.error is None:
+                self._wait_running(t)  # never run certbot against an nginx that is restarting
+            if t.how in ("started", "restarting") and t.error is None:
                 self._wait_up(t)
         for t in targets:
             if t.error:
@@ -301,6 +305,31 @@ class DockerDeliverer:
                                t.names, t.info.name, addr)
                 return
             time.sleep(0.05)
+
+    def _wait_running(self, t: _Target) -> None:
+        """A target Docker is restarting (it crashed, e.g. on a missing certificate before the
+        placeholder): wait until it has run for RESTART_STABLE seconds, so that the CA does
+        not validate against an nginx that is still coming and going."""
+        deadline = time.monotonic() + RESTART_WAIT
+        up_since: float | None = None
+        while time.monotonic() < deadline:
+            fresh = self._inspect(t.info.id)
+            if fresh is None:
+                t.error = f"container {t.info.name} disappeared while it was restarting"
+                return
+            now = time.monotonic()
+            if fresh.running:
+                up_since = up_since if up_since is not None else now
+                if now - up_since >= RESTART_STABLE:
+                    t.info, t.how = fresh, "started"
+                    t.since = time.monotonic()
+                    logger.info("site=%s container %s runs again after restarting", t.names, t.info.name)
+                    return
+            else:
+                up_since = None
+            time.sleep(0.1)
+        t.error = (f"container {t.info.name} keeps restarting (waited {RESTART_WAIT:.0f} s for it to "
+                   f"run); see docker logs {t.info.name}")
 
     def _alive(self, t: _Target) -> Callable[[], str | None]:
         return lambda: self._died(t)
