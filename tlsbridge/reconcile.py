@@ -119,17 +119,18 @@ class SiteOutcome:
 
 
 def delivery_failure(name: str, state: SiteState, report: DeliveryReport) -> TlsbridgeError | None:
-    """Pure: why a delivery batch failed a site, or None. A site whose targets could not be looked
-    up (engine unreachable) fails when it was delivered to some target before: its certificate is
-    not served, and the next pass must retry. One that never had a target (no Docker used) is
-    only warned about, as before."""
+    """Why a delivery batch failed a site, or None (decided from the report and the state alone).
+    A site whose targets could not be looked up (engine unreachable) fails when it was delivered
+    to some target before: its certificate is not served, and the next pass must retry. One that
+    never had a target (no Docker in use) only gets a warning, as before."""
     if name in report.failed:
         return report.failed[name]
     if name in report.unreached:
         exc = report.unreached[name]
         if state.delivered_to:
-            return DockerError(f"{exc} (it served this site before: {', '.join(sorted(state.delivered_to))}); "
-                                 "the next pass delivers it without a new certificate")
+            before = ", ".join(sorted(state.delivered_to))
+            return DockerError(f"{exc} (it served this site before: {before}); "
+                               "the next pass delivers it without a new certificate")
         logger.warning("%s (no target of this site was ever found, so this is not a failure)", exc)
     return None
 
