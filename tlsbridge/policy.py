@@ -257,5 +257,9 @@ def decide_site(site: Site, obs: Observation, cfg: Config, now: datetime, *, for
             decision = replace(decision, action=Action.PUBLISH, reason="NotDelivered",
                                message="the published certificate is not verified as served yet; "
                                        + decision.message)
+    if decision.action is Action.NONE and state.failures:
+        # Nothing due, certbot's certificate published (and, with a deliverer, verified served):
+        # whatever failed before (a --force, a refused reload since fixed) no longer matters.
+        state = replace(state, failures=0, next_attempt=None, last_error=None, last_reason=None)
     nothing_real = obs.published is None or obs.published.placeholder
     return Verdict(decision, state, bootstrap=delivers and decision.action in OBTAIN and nothing_real)

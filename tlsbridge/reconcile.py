@@ -27,7 +27,14 @@ from tlsbridge.adapters.publish import Publisher
 from tlsbridge.adapters.statestore import StateStore
 from tlsbridge.clock import Clock
 from tlsbridge.config import Config, Site
-from tlsbridge.errors import AriError, CertbotError, PublishError, RateLimitedError, TlsbridgeError
+from tlsbridge.errors import (
+    AriError,
+    CertbotError,
+    DockerError,
+    PublishError,
+    RateLimitedError,
+    TlsbridgeError,
+)
 from tlsbridge.model import (
     Action,
     AriAnswer,
@@ -113,6 +120,23 @@ class SiteOutcome:
     @property
     def backing_off(self) -> bool:
         return self.plan.decision.action is Action.WAIT
+
+
+def delivery_failure(name: str, state: SiteState, report: DeliveryReport) -> TlsbridgeError | None:
+    """Why a delivery batch failed a site, or None (decided from the report and the state alone).
+    A site whose targets could not be looked up (engine unreachable) fails when it was delivered
+    to some target before: its certificate is not served, and the next pass must retry. One that
+    never had a target (no Docker in use) only gets a warning, as before."""
+    if name in report.failed:
+        return report.failed[name]
+    if name in report.unreached:
+        exc = report.unreached[name]
+        if state.delivered_to:
+            before = ", ".join(sorted(state.delivered_to))
+            return DockerError(f"{exc} (it served this site before: {before}); "
+                               "the next pass delivers it without a new certificate")
+        logger.warning("%s (no target of this site was ever found, so this is not a failure)", exc)
+    return None
 
 
 class Reconciler:
@@ -220,15 +244,19 @@ class Reconciler:
         if delivering:
             assert self.deliverer is not None
             items = [(s, outcomes[s.name].cert) for s in delivering]
-            failed = self.deliverer.deliver([(s, c) for s, c in items if c is not None]).failed
+            report = self.deliverer.deliver([(s, c) for s, c in items if c is not None])
             for site in delivering:
                 state, outcome = states[site.name], outcomes[site.name]
-                if site.name in failed:
+                failure = delivery_failure(site.name, state, report)
+                if failure is not None:
                     outcomes[site.name], states[site.name] = self._failed(
-                        site, state, outcome.plan, failed[site.name], self.clock.now(), dry_run, outcome)
+                        site, state, outcome.plan, failure, self.clock.now(), dry_run, outcome)
                     continue
                 if outcome.cert is not None:
-                    state = replace(state, delivered=outcome.cert.fingerprint)
+                    fp = outcome.cert.fingerprint
+                    served = report.served.get(site.name)
+                    to = state.delivered_to if served is None else dict.fromkeys(served, fp)
+                    state = replace(state, delivered=fp, delivered_to=to)
                 states[site.name] = self._succeeded(site, state, outcome)
                 dirty.add(site.name)
         for site in sites:

@@ -101,9 +101,12 @@ def _state(domains: tuple[str, ...], lineage: ObservedCert | None, published: Ob
         return "failing" if st.failures else "missing"
     if now >= lineage.not_after:
         return "expired"
+    current = published is not None and published.fingerprint == lineage.fingerprint
+    if current and st.delivered != lineage.fingerprint:
+        return "undelivered"  # published, not yet verified as served (the next pass retries)
     if st.failures:
         return "failing"
-    if published is None or published.fingerprint != lineage.fingerprint:
+    if not current:
         return "unpublished"
     if set(domains) != set(lineage.domains):
         return "due"

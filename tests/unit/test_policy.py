@@ -200,6 +200,17 @@ def test_deciding_changes_nothing_it_was_given_and_says_what_to_remember() -> No
     assert again.state == v.state and again.decision.renew_at == v.decision.renew_at
 
 
+def test_a_failure_that_no_longer_matters_is_cleared() -> None:
+    """Issue 10 point 3: nothing due, published and served: `failing` does not stick."""
+    obs = observed(cert(), cert(), state=replace(FAILING, delivered="f1"))
+    v = policy.decide_site(SITE, obs, CFG, T0 + DAY, delivers=True)
+    assert v.decision.action is Action.NONE
+    assert (v.state.failures, v.state.next_attempt, v.state.last_error) == (0, None, None)
+    # not delivered yet: the failure stands until the delivery succeeds
+    v = policy.decide_site(SITE, observed(cert(), cert(), state=FAILING), CFG, T0 + DAY, delivers=True)
+    assert v.decision.reason == "NotDelivered" and v.state.failures == FAILING.failures
+
+
 def test_nothing_to_remember_keeps_the_very_same_state() -> None:
     state = replace(OK, delivered="f1")
     fixed = config.parse("renewal: {before_expiry: 30d}\nsites: {a: {domains: [a.example]}}\n")

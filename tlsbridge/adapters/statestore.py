@@ -233,6 +233,8 @@ def _decode(data: str) -> SiteState:
         raw["delivered"] = extra.get("delivered")
     known = SiteState.__dataclass_fields__
     raw = {k: v for k, v in raw.items() if k in known}
+    to = raw.get("delivered_to")
+    raw["delivered_to"] = ({str(k): str(v) for k, v in to.items()} if isinstance(to, dict) else {})
     for key in _DATES:
         if raw.get(key):
             raw[key] = datetime.fromisoformat(raw[key])

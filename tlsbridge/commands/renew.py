@@ -1,5 +1,6 @@
 """`tlsbridge renew`: one reconcile pass; exit 1 if any site failed (the others still processed)
-or is failing: backing off after a failed attempt, so that cron and CI monitoring see it."""
+or is failing: backing off after a failed attempt, so that cron and CI monitoring see it.
+A line per site on stdout, none with `-q` (errors still go to stderr)."""
 
 from __future__ import annotations
 
@@ -38,12 +39,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         outcomes = reconciler.run_pass(args.site, force=args.force, dry_run=True)
     else:
         outcomes = locked_pass(reconciler, args.site, force=args.force, wait=not args.no_wait)
+    quiet = bool(getattr(args, "quiet", False))  # -q: errors only (cron mails any output)
     failed = [o for o in outcomes if not o.ok]
     waiting = [o for o in outcomes if o.ok and o.backing_off]
     for o in outcomes:
         if args.dry_run:
             print(o.plan.render())
-        elif o.ok and not o.backing_off:
+        elif o.ok and not o.backing_off and not quiet:
             print(_summary(o))
     for o in failed:
         print(f"tlsbridge: site {o.site} failed ({o.reason}): {o.error}", file=sys.stderr)

@@ -216,7 +216,11 @@ _FOLDER_NOT_FILE = [
 
 
 def _nginx(spec: ComposeSpec) -> list[str]:
-    label = ",".join(s.name for s in spec.sites)
+    # Sidecar: "*", every site of the tlsbridge whose certificates volume this nginx mounts, so
+    # adding a site leaves the service unchanged and `docker compose up -d` does not recreate
+    # (stop) nginx; the sidecar loads the new server block with a config-tested reload once the
+    # site's placeholder exists. On the host each site has its own mount anyway: its names.
+    label = "*" if spec.sidecar else ",".join(s.name for s in spec.sites)
     out = [
         "  nginx:",
         f"    image: {q(spec.image)}",
@@ -230,6 +234,8 @@ def _nginx(spec: ComposeSpec) -> list[str]:
             "    labels:",
             "      # tlsbridge reloads every container carrying this label (nginx -t first) after it",
             "      # publishes a new certificate for one of these sites.",
+            *(["      # \"*\": every site, so adding one does not recreate nginx (see docs/compose.md)."]
+              if spec.sidecar else []),
             f"      tlsbridge.site: {q(label)}",
         ]
     out += ["    volumes:"]

@@ -21,14 +21,15 @@ PER_PAGE = 200  # rows per page: up to 200 sites, one page as before
 ATTENTION = {"failing": 0, "expired": 0, "placeholder": 1, "unpublished": 1, "missing": 1, "due": 2,
              "valid": 3}
 STATE_CLASS = {"valid": "ok", "due": "due", "unpublished": "due", "placeholder": "off",
-               "missing": "off", "failing": "bad", "expired": "bad"}
+               "missing": "off", "failing": "bad", "expired": "bad", "undelivered": "bad"}
 
 
 @dataclass(frozen=True)
 class PageRow:
     name: str
     domains: tuple[str, ...]
-    state: str  # status.collect's word: valid, due, unpublished, placeholder, missing, failing, expired
+    state: str  # status.collect's word: valid, due, unpublished, undelivered, placeholder,
+    # missing, failing, expired
     issuer: str | None = None
     not_before: datetime | None = None
     not_after: datetime | None = None
@@ -98,8 +99,9 @@ def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta, *,
             counts[r.state] = counts.get(r.state, 0) + 1
     total = sum(counts.values())
     failing = counts.get("failing", 0) + counts.get("expired", 0)
+    undelivered = counts.get("undelivered", 0)
     title = f"tlsbridge: {total} site{'s' if total != 1 else ''}" + (
-        f", {failing} failing" if failing else "")
+        f", {failing} failing" if failing else "") + (f", {undelivered} not served yet" if undelivered else "")
     facts = [f"tlsbridge {meta.version}", f"as of {_ts(now)}",
              "ready" if meta.ready else "first pass running"]
     if meta.last_pass:

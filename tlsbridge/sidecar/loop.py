@@ -14,7 +14,8 @@ Threads and who does what:
 
 Signals: SIGTERM/SIGINT stop after the current step (a pass still running after GRACE seconds
 is abandoned; publication is atomic, so nothing is half-published); SIGHUP reloads the config
-(an invalid one is logged and the old one kept).
+(an invalid one is logged and the old one kept). The config file is also watched
+(sidecar.configwatch: polled every 2 s), so an edited config is picked up without a signal.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tlsbridge.config import Config
 from tlsbridge.durations import format_duration
 from tlsbridge.errors import TlsbridgeError
 from tlsbridge.sidecar import timetable
+from tlsbridge.sidecar.configwatch import ConfigWatch
 from tlsbridge.sidecar.metrics import Metrics
 from tlsbridge.sidecar.requests import STOP, Batch, Kind, PassAbandoned, Request, merge, work
 from tlsbridge.sidecar.timetable import Wakeup
@@ -75,7 +77,7 @@ class Sidecar:
     def __init__(self, cfg: Config, load_config: Callable[[], Config], clock: Clock, *,
                  host: str, port: int, rng: random.Random | None = None,
                  watch_docker: bool = True, token: str | None = None,
-                 build: BuildReconciler = _build_reconciler) -> None:
+                 build: BuildReconciler = _build_reconciler, watch_config: bool = True) -> None:
         self.cfg = cfg
         self._load_config = load_config
         self._build = build
@@ -98,6 +100,7 @@ class Sidecar:
         self.watcher: DockerWatcher | None = None
         self._watch_docker = watch_docker
         self.notifier: Notifier | None = None  # made at the first pass with notify.urls set
+        self.config_watch = ConfigWatch(lambda: Path(self.cfg.source), self.enqueue) if watch_config else None
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -119,6 +122,8 @@ class Sidecar:
                     format_duration(c.renewal.jitter))
         if self._watch_docker:
             self._start_watcher()
+        if self.config_watch is not None:
+            self.config_watch.start()
         self.queue.put(Request(Kind.PASS, None, "start"))
         try:
             while True:
@@ -165,6 +170,8 @@ class Sidecar:
         self.stopping = True
         if self.watcher is not None:
             self.watcher.stop()
+        if self.config_watch is not None:
+            self.config_watch.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self.http is not None:
@@ -338,16 +345,16 @@ class Sidecar:
 
     # -- config reload ---------------------------------------------------------------------------
     def _reload_config(self) -> bool:
-        """SIGHUP: load the config again; True when it changed (then a full pass follows)."""
+        """SIGHUP or a changed file: load the config again; True when it changed (a full pass follows)."""
         try:
             cfg = self._load_config()
         except TlsbridgeError as exc:
             self.metrics.config_reloads.labels("error").inc()
-            logger.error("run: SIGHUP: the config is invalid, keeping the running one: %s", exc)
+            logger.error("run: config reload: the config is invalid, keeping the running one: %s", exc)
             return False
         self.metrics.config_reloads.labels("ok").inc()
         if cfg == self.cfg:
-            logger.info("run: SIGHUP: the config is unchanged")
+            logger.info("run: config reload: the config is unchanged")
             return False
         docker_changed = cfg.docker != self.cfg.docker
         self.cfg = cfg
@@ -358,7 +365,7 @@ class Sidecar:
             self._remove_job(f"due:{name}")
         self.wakeups = {k: w for k, w in self.wakeups.items() if k in cfg.sites}
         self.metrics.forget_sites(cfg.sites)
-        logger.info("run: SIGHUP: config reloaded from %s (%d site(s)); running a pass",
+        logger.info("run: config reloaded from %s (%d site(s)); running a pass",
                     cfg.source, len(cfg.sites))
         return True
 

@@ -39,6 +39,9 @@ SITE_TIMES = {
 }
 SITE_FAILURES = ("tlsbridge_site_consecutive_failures",
                  "Consecutive failed attempts of the site (0: healthy)")
+SITE_UNDELIVERED = ("tlsbridge_site_undelivered",
+                    "1 while the site's published certificate is not yet verified as served "
+                    "(status `undelivered`), else 0")
 
 
 class Metrics:
@@ -124,7 +127,8 @@ class _SiteCollector:
             return cache[1]
         lines: list[str] = []
         names = sorted(snapshot)
-        for field, (name, text) in (*SITE_TIMES.items(), ("failures", SITE_FAILURES)):
+        for field, (name, text) in (*SITE_TIMES.items(), ("failures", SITE_FAILURES),
+                                    ("undelivered", SITE_UNDELIVERED)):
             lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
             for site in names:
                 value = snapshot[site].get(field)

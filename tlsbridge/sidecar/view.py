@@ -89,6 +89,7 @@ class SidecarView:
                 "last_success": st.last_success,
                 "next_wakeup": w.at if w else None,
                 "failures": st.failures,
+                "undelivered": 1 if r.state == "undelivered" else 0,
             }
         self._metrics.set_sites(sites)
 
