@@ -337,7 +337,7 @@ class Reconciler:
         next pass (and a next process) then only stat()s it."""
         try:
             return self.ports.memo.read_cert(self.ports.publisher.cert_path(name))  # observe()'s key
-        except (OSError, ValueError):
+        except (OSError, ValueError, PublishError):
             return None  # only a lost shortcut: the next pass reads it again
 
     def _failed(self, site: Site, state: SiteState, sp: SitePlan | None, exc: TlsbridgeError,
