@@ -18,6 +18,7 @@ from tlsbridge.durations import format_duration
 from tlsbridge.model import Action, AriAnswer, AriWindow, Decision, Observation, ObservedCert, SiteState
 
 SHORT_LIFETIME = timedelta(days=10)
+EXPIRY_MARGIN = 0.1  # an ARI moment is never later than this share of the lifetime before expiry
 BACKOFF_STEPS = (timedelta(minutes=1), timedelta(minutes=10), timedelta(minutes=100), timedelta(days=1))
 ARI_RETRY = timedelta(hours=6)  # after a failed renewalInfo request (certbot waits as long)
 NO_ARI_RETRY = timedelta(days=1)  # the CA's directory has no renewalInfo
@@ -88,13 +89,21 @@ def schedule(
             f"{format_duration(cert.lifetime)} lifetime; using the lifetime rule",
         )
     if ari is not None:
-        if chosen is not None and ari.start <= chosen <= ari.end:
+        # ARI is advisory: a window reaching past expiry (seen with short-lived certificates)
+        # is cut at EXPIRY_MARGIN of the lifetime before it; one that starts that late is ignored.
+        latest = cert.not_after - cert.lifetime * EXPIRY_MARGIN
+        if ari.start >= latest:
+            return Schedule(lifetime_renew_at(cert), "lifetime",
+                            f"the CA's window {_window(ari)} starts too close to expiry; "
+                            "using the lifetime rule")
+        end = min(ari.end, latest)
+        if chosen is not None and ari.start <= chosen <= end:
             return Schedule(chosen, "ari", f"a moment inside the CA's window {_window(ari)}")
-        if ari.end <= now:
+        if end <= now:
             pick = ari.start
         else:
             low = max(ari.start, now)
-            pick = low + (ari.end - low) * rng.random()
+            pick = low + (end - low) * rng.random()
         return Schedule(pick, "ari", f"a moment inside the CA's window {_window(ari)}", chosen=pick)
     return Schedule(
         lifetime_renew_at(cert),

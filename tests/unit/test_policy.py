@@ -109,6 +109,18 @@ def test_ari_choice_never_lies_in_the_past_of_now() -> None:
         assert now <= s.renew_at <= T0 + 52 * DAY
 
 
+def test_an_ari_window_past_expiry_is_cut_before_it() -> None:
+    """A 1-day certificate whose CA window ends after expiry: never a moment past not_after."""
+    c = cert(lifetime=DAY)
+    w = AriWindow(start=T0 + DAY * 0.5, end=T0 + DAY * 1.5, retry_after=T0)
+    for seed in range(50):
+        s = sched(c, T0, ari=w, seed=seed)
+        assert s.rule == "ari" and T0 + DAY * 0.5 <= s.renew_at <= c.not_after - DAY * 0.1
+    late = AriWindow(start=T0 + DAY * 0.95, end=T0 + DAY * 2, retry_after=T0)
+    fallback = sched(c, T0, ari=late)
+    assert fallback.rule == "lifetime" and fallback.renew_at == policy.lifetime_renew_at(c)
+
+
 def test_ari_overrides_the_lifetime_rule_but_before_expiry_overrides_ari() -> None:
     c = cert()
     assert sched(c, T0, ari=window(80, 81)).rule == "ari"
