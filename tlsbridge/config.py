@@ -112,6 +112,16 @@ class Site:
     challenge: ChallengeConfig = ChallengeConfig()
     # Which challenge keys the site itself set (to name sites.<name>.challenge.<key> in errors).
     challenge_overrides: tuple[str, ...] = ()
+    discovered: str | None = None  # declared by labels of this container (discovery), not in YAML
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Sites declared by labels of app containers (tlsbridge.discovery, README "Discovery")."""
+
+    enabled: bool = False
+    grace: timedelta = timedelta(minutes=5)  # a stopped app's server block stays this long
+    dir: Path = Path("/var/lib/tlsbridge/discovered")  # the server blocks nginx includes
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,7 @@ class Config:
     docker: DockerConfig
     sites: Mapping[str, Site]
     daemon_tls: DaemonTlsConfig | None = None
+    discovery: DiscoveryConfig = DiscoveryConfig()
 
 
 def default_config_path() -> Path:
@@ -166,7 +177,7 @@ class _Parser(names.Reader):
             raw,
             "",
             ("acme", "certbot", "challenge", "publish", "state", "renewal", "docker", "sites",
-             "daemon_tls"),
+             "daemon_tls", "discovery"),
         )
         challenge = self.challenge(top.get("challenge"))
         top_challenge = self.mapping(top.get("challenge"), "challenge", CHALLENGE_KEYS)
@@ -183,7 +194,16 @@ class _Parser(names.Reader):
             docker=self.docker(top.get("docker")),
             sites=sites,
             daemon_tls=daemon_tls,
+            discovery=self.discovery(top.get("discovery")),
         )
+
+    def discovery(self, raw: Any) -> DiscoveryConfig:
+        m, d = self.mapping(raw, "discovery", ("enabled", "grace", "dir")), DiscoveryConfig()
+        grace = self.duration(m["grace"], "discovery.grace") if "grace" in m else d.grace
+        if grace < timedelta(0):
+            self.error("discovery.grace", "must be a duration of 0s or more")
+        return DiscoveryConfig(enabled=self.boolean(m.get("enabled", False), "discovery.enabled"),
+                               grace=grace, dir=self.req_path(m.get("dir", str(d.dir)), "discovery.dir"))
 
     def state(self, raw: Any) -> StateConfig:
         m = self.mapping(raw, "state", ("dir",))

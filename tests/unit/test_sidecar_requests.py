@@ -64,4 +64,4 @@ def test_work(batch: Batch, changed: bool, expected: Work) -> None:
 
 def test_kinds_are_an_enum_and_stop_is_a_request() -> None:
     assert STOP.kind is Kind.STOP and STOP.sites is None
-    assert {k.value for k in Kind} == {"pass", "verify", "reload", "stop"}
+    assert {k.value for k in Kind} == {"pass", "verify", "reload", "stop", "discover"}

@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -45,6 +46,8 @@ from tlsbridge.sidecar.view import SidecarView
 from tlsbridge.sidecar.watch import CONNECTED, DockerWatcher
 
 if TYPE_CHECKING:
+    from tlsbridge.adapters.docker import DockerEvent
+    from tlsbridge.discovery.apply import Discovery
     from tlsbridge.model import DeliveryReport
     from tlsbridge.reconcile import Reconciler
     from tlsbridge.sidecar.endpoint import HttpApi
@@ -72,6 +75,8 @@ class Sidecar:
                  watch_docker: bool = True, token: str | None = None,
                  build: BuildReconciler = _build_reconciler) -> None:
         self.cfg = cfg
+        self._yaml = cfg  # the config file's own sites; self.cfg adds the discovered ones
+        self.discovery = _discovery(cfg)
         self._load_config = load_config
         self._build = build
         self.clock = clock
@@ -194,7 +199,10 @@ class Sidecar:
     # -- requests --------------------------------------------------------------------------------
     def _handle(self, batch: Batch) -> None:
         changed = self._reload_config() if batch.reload_config else False
+        found = self._discover() if batch.discover or batch.full_pass or changed else frozenset()
         todo = work(batch, set(self.cfg.sites), changed)
+        if found and todo.pass_sites is not None:  # new apps: a pass over them right away
+            todo = replace(todo, pass_sites=tuple(sorted({*todo.pass_sites, *found})), run_pass=True)
         if todo.run_pass:
             self._pass(list(todo.pass_sites) if todo.pass_sites is not None else None, todo.why)
         if todo.verify_sites:
@@ -251,6 +259,28 @@ class Sidecar:
         if not self.view.ready:
             self.view.ready = True
             logger.info("run: first pass done; ready")
+
+    def _discover(self) -> frozenset[str]:
+        """Discovery: the labelled apps' sites join self.cfg; returns the new or changed ones."""
+        if self.discovery is None:
+            return frozenset()
+        synced = self.discovery.sync(self._yaml, self.clock.now())
+        self.view.discovery = synced
+        if synced.cfg.sites != self.cfg.sites:
+            self.cfg = synced.cfg
+            self.reconciler = self._reconciler(self.cfg)
+            self.metrics.forget_sites(self.cfg.sites)
+        if synced.wake_at is not None:
+            self._add_job("discovery", synced.wake_at, Request(Kind.DISCOVER, None, "discovery grace"))
+        return synced.changed
+
+    def _on_app(self, event: DockerEvent | None) -> None:
+        """From the watcher's thread: a container event, or None after (re)connecting."""
+        from tlsbridge.discovery.rules import DOMAINS
+
+        if event is None or DOMAINS in event.attributes:
+            why = "docker connected" if event is None else f"container {event.name} {event.action}"
+            self.enqueue(Request(Kind.DISCOVER, None, why))
 
     def _reconciler(self, cfg: Config) -> Reconciler:
         return self._build(cfg, self.clock, self.memo, self._delivered)
@@ -316,11 +346,13 @@ class Sidecar:
             logger.error("run: SIGHUP: the config is invalid, keeping the running one: %s", exc)
             return False
         self.metrics.config_reloads.labels("ok").inc()
-        if cfg == self.cfg:
+        if cfg == self._yaml:
             logger.info("run: SIGHUP: the config is unchanged")
             return False
         docker_changed = cfg.docker != self.cfg.docker
-        self.cfg = cfg
+        if cfg.discovery != self._yaml.discovery:
+            self.discovery = _discovery(cfg)
+        self.cfg = self._yaml = cfg
         self.reconciler = self._reconciler(cfg)
         if docker_changed and self.watcher is not None:
             self.watcher.reconnect()
@@ -364,13 +396,20 @@ class Sidecar:
         return bool(self.scheduler.running and thread is not None and thread.is_alive())
 
     def _start_watcher(self) -> None:
-        self.watcher = DockerWatcher(lambda: self.cfg, self.enqueue, self._docker_state)
+        self.watcher = DockerWatcher(lambda: self.cfg, self.enqueue, self._docker_state,
+                                     on_app=self._on_app if self.discovery is not None else None)
         self.watcher.start()
 
     def _docker_state(self, state: str | None) -> None:
         """From the watcher's thread: "connected", "reconnecting", or None (not watching)."""
         self.view.docker_state = state
         self.metrics.docker_up.set(1 if state == CONNECTED else 0)
+
+
+def _discovery(cfg: Config) -> Discovery | None:
+    from tlsbridge.discovery.apply import Discovery
+
+    return Discovery() if cfg.discovery.enabled else None
 
 
 def _count(names: list[str]) -> str:

@@ -21,6 +21,7 @@ from tlsbridge.sidecar.timetable import Wakeup
 if TYPE_CHECKING:
     from tlsbridge.adapters.certmemo import CertMemo
     from tlsbridge.config import Config
+    from tlsbridge.discovery.apply import Synced
     from tlsbridge.reconcile import SiteOutcome
     from tlsbridge.status import SiteStatus
 
@@ -55,6 +56,7 @@ class SidecarView:
         self.next_check: datetime | None = None
         self.outcomes: dict[str, str] = {}
         self.docker_state: str | None = None  # "connected" | "reconnecting" | None (not watching)
+        self.discovery: Synced | None = None  # the last discovery sync (skipped containers)
 
     # -- fed by the main thread ------------------------------------------------------------------
     def record(self, outcomes: Sequence[SiteOutcome], now: datetime) -> None:
