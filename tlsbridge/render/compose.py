@@ -223,6 +223,7 @@ def _nginx(spec: ComposeSpec) -> list[str]:
         out += _FOLDER_NOT_FILE
         for site in spec.sites:
             out += _bind(site.host_dir, f"{CERTS_DIR}/{site.name}")
+    if not spec.sidecar:
         out += ["      # ACME HTTP-01: certbot (challenge.webroot) writes the tokens, nginx serves them."]
         out += _bind(spec.webroot, WEBROOT_DIR)
     out += ["      # The nginx snippets written by `tlsbridge compose` (one file per site + shared)."]
