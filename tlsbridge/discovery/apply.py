@@ -74,8 +74,7 @@ class Discovery:
     def _sync(self, cfg: Config, now: datetime, docker: DockerAdapter,
               containers: list[ContainerInfo], own: ContainerInfo | None) -> Synced:
         folder = cfg.discovery.dir
-        own_mount = _mount_at(own, folder) if own is not None else None
-        nginx = [c for c in containers if rules.is_our_nginx(c, folder.resolve(), own_mount)]
+        nginx = _our_nginx(cfg, containers, own)
         if not nginx:
             self._once(f"no nginx labelled {rules.NGINX_LABEL} mounting {folder} at {rules.NGINX_DIR} "
                        "(generate one with `tlsbridge compose`); no app can be served yet")
@@ -222,6 +221,28 @@ class Blocks:
         from tlsbridge.adapters.files import write_atomic
 
         write_atomic(self.path(name), data, 0o644)
+
+
+def _our_nginx(cfg: Config, containers: list[ContainerInfo], own: ContainerInfo | None) -> list[ContainerInfo]:
+    folder = cfg.discovery.dir
+    own_mount = _mount_at(own, folder) if own is not None else None
+    return [c for c in containers if rules.is_our_nginx(c, folder.resolve(), own_mount)]
+
+
+def listed(cfg: Config) -> tuple[Config, tuple[rules.Skip, ...]]:
+    """`status`: the config with the discovered sites, and the skipped containers; read-only
+    (nothing written, nothing reloaded). Raises DockerError when the engine cannot be reached."""
+    from tlsbridge.adapters.docker import DockerAdapter
+
+    docker = DockerAdapter(cfg.docker)
+    try:
+        containers, own = docker.containers(), docker.own_container()
+    finally:
+        docker.close()
+    nginx = _our_nginx(cfg, containers, own)
+    apps = [c for c in containers if rules.is_app(c) and rules.is_ours(c, nginx)]
+    found = rules.discover(apps, cfg.sites, cfg.challenge, [ReloadTarget(container=n.name) for n in nginx])
+    return merged(cfg, found.sites), found.skips
 
 
 def _mount_at(own: ContainerInfo, folder: Path) -> Mount | None:

@@ -31,6 +31,7 @@ class PageRow:
     last_error: str | None = None
     last_success: datetime | None = None
     failures: int = 0
+    discovered: str | None = None  # the app container whose labels declare the site
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class PageMeta:
     last_pass: datetime | None = None
     next_check: datetime | None = None
     docker: str | None = None  # "connected", "reconnecting", None when not used
+    skipped: tuple[str, ...] = ()  # discovery: labelled containers not served, and why
 
 
 _CSS = """
@@ -99,9 +101,16 @@ def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta) -> str:
 {body}
 </tbody>
 </table>
-</body>
+{_skipped(meta.skipped)}</body>
 </html>
 """
+
+
+def _skipped(lines: Sequence[str]) -> str:
+    if not lines:
+        return ""
+    items = "".join(f'<li class="err">{escape(line)}</li>' for line in lines)
+    return f"<h2>Skipped containers (discovery)</h2>\n<ul>{items}</ul>\n"
 
 
 def _row(r: PageRow, now: datetime) -> str:
@@ -110,11 +119,12 @@ def _row(r: PageRow, now: datetime) -> str:
     if r.failures and r.state not in ("failing", "expired"):
         badges += ' <span class="badge bad">failing</span>'
     domains = "<br>".join(escape(d) for d in r.domains)
+    found = f'<div class="sub">discovered: container {escape(r.discovered)}</div>' if r.discovered else ""
     issuer = (f'<span title="{escape(r.issuer)}">{escape(issuer_name(r.issuer))}</span>'
               if r.issuer else "&ndash;")
     return (
         f'<tr id="site-{escape(r.name)}">'
-        f'<td><div class="site">{escape(r.name)}</div>{badges}</td>'
+        f'<td><div class="site">{escape(r.name)}</div>{badges}{found}</td>'
         f'<td class="domains">{domains}</td>'
         f"<td>{issuer}</td>"
         f"<td>{_days(r, now)}</td>"

@@ -266,6 +266,8 @@ class Sidecar:
             return frozenset()
         synced = self.discovery.sync(self._yaml, self.clock.now())
         self.view.discovery = synced
+        self.metrics.set_discovered({n: s.discovered for n, s in synced.cfg.sites.items() if s.discovered},
+                                    [(k.container, k.label) for k in synced.skips])
         if synced.cfg.sites != self.cfg.sites:
             self.cfg = synced.cfg
             self.reconciler = self._reconciler(self.cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -120,9 +121,12 @@ class SidecarView:
         cfg, wakeups, outcomes = loop.cfg, loop.wakeups, self.outcomes
         now = loop.now()
         ports = build_ports(cfg, loop.memo)  # its own state store: this is an HTTP thread
-        rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in collect(cfg, ports, now)]
+        rows = [replace(page_row(r, wakeups.get(r.name), outcomes.get(r.name)),
+                        discovered=cfg.sites[r.name].discovered if r.name in cfg.sites else None)
+                for r in collect(cfg, ports, now)]
+        skipped = tuple(str(s) for s in self.discovery.skips) if self.discovery else ()
         meta = PageMeta(version=__version__, ready=self.ready, last_pass=self.last_pass,
-                        next_check=self.next_check, docker=self.docker_state)
+                        next_check=self.next_check, docker=self.docker_state, skipped=skipped)
         return render(rows, now, meta)
 
 
