@@ -57,6 +57,12 @@ class Stack:
     compose_env: dict[str, str]
     ctx: ssl.SSLContext
     apps: list[str] = field(default_factory=list)
+    last: str = ""  # the last answer served() got
+
+    def tail(self) -> str:
+        logs = subprocess.run(["docker", "logs", "--tail", "6", f"{self.tag}-nginx-1"],
+                              capture_output=True, text=True, timeout=30)
+        return f"last answer: {self.last}\nnginx: {logs.stdout[-1500:]}{logs.stderr[-1500:]}\n" + self.daemon.tail()
 
     @property
     def network(self) -> str:
@@ -90,8 +96,10 @@ class Stack:
         """The Pebble certificate served for `domain` when the app's content comes through."""
         try:
             r = http_get(self.https_port, domain, "/", tls=self.ctx)
-        except (OSError, ssl.SSLError):
+        except (OSError, ssl.SSLError) as exc:
+            self.last = f"{domain}: {exc}"
             return None
+        self.last = f"{domain}: {r.status} {r.body[:200]!r}"
         if r.status != 200 or f"app {container}".encode() not in r.body:
             return None
         return served_cert(self.https_port, domain, self.ctx)
@@ -141,7 +149,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, nginx_image: str) -> Iterato
                         "--remove-orphans", "-t", "2"], env=compose_env, check=False)
             if down.returncode != 0:
                 print(down.stdout, down.stderr, file=sys.stderr)
-            shutil.rmtree(root, ignore_errors=True)
+            if not __import__("os").environ.get("TBD_KEEP"):
+                shutil.rmtree(root, ignore_errors=True)
 
 
 def test_an_app_gets_https_within_seconds_of_docker_run(stack: Stack) -> None:
@@ -151,7 +160,7 @@ def test_an_app_gets_https_within_seconds_of_docker_run(stack: Stack) -> None:
         t0 = time.monotonic()
         c = stack.app(name)
         wait_for(f"{name} served over HTTPS", lambda n=name, c=c: stack.served(stack.domain(n), c), 30,
-                        every=0.05, on_timeout=stack.daemon.tail)
+                        every=0.05, on_timeout=stack.tail)
         took.append(time.monotonic() - t0)
         assert stack.block(stack.domain(name)).is_file()
     print(f"docker run -> HTTPS with a Pebble certificate: median {statistics.median(took):.2f} s, "
@@ -166,16 +175,16 @@ def test_a_stopped_app_loses_its_block_after_the_grace_and_comes_back_without_an
     name = "back"
     c = stack.app(name)
     site = stack.domain(name)
-    first = wait_for("first serve", lambda: stack.served(site, c), 30, on_timeout=stack.daemon.tail)
+    first = wait_for("first serve", lambda: stack.served(site, c), 30, on_timeout=stack.tail)
     orders = stack.orders()
     run(["docker", "stop", "-t", "1", c])
     assert stack.block(site).is_file()  # kept during the grace period
     wait_for("the block removed after the grace", lambda: not stack.block(site).exists(), GRACE + 30,
-             on_timeout=stack.daemon.tail)
+             on_timeout=lambda: str(stack.daemon.get("/healthz")[1]) + stack.daemon.tail())
     assert stack.daemon.logged(f"site={site} discovery: its app has been gone")
     assert (stack.root / "certs" / site / "fullchain.pem").is_file()  # the certificate stays
     run(["docker", "start", c])
-    again = wait_for("served again", lambda: stack.served(site, c), 30, on_timeout=stack.daemon.tail)
+    again = wait_for("served again", lambda: stack.served(site, c), 30, on_timeout=stack.tail)
     assert again.serial_number == first.serial_number
     assert stack.orders() == orders
 
@@ -183,7 +192,7 @@ def test_a_stopped_app_loses_its_block_after_the_grace_and_comes_back_without_an
 def test_bad_labels_are_skipped_with_one_line_each_while_others_are_served(stack: Stack) -> None:
     good = stack.app("good")
     wait_for("good served", lambda: stack.served(stack.domain("good"), good), 30,
-             on_timeout=stack.daemon.tail)
+             on_timeout=stack.tail)
     t = stack.tag
     cases: list[tuple[str, dict[str, Any], str, str]] = [
         ("dupname", {"labels": {"tlsbridge.name": stack.domain("good")}}, "tlsbridge.name",
@@ -199,7 +208,7 @@ def test_bad_labels_are_skipped_with_one_line_each_while_others_are_served(stack
     for case, _, label, problem in cases:
         needle = f"container {names[case]}: label {label}: "
         lines = wait_for(f"the skip line of {case}", lambda n=needle: stack.daemon.logged(n), 30,
-                         on_timeout=stack.daemon.tail)
+                         on_timeout=stack.tail)
         assert len(lines) == 1 and problem in lines[0]["msg"], lines
     page = stack.daemon.get("/")[1].decode()
     for case in names.values():
@@ -217,6 +226,6 @@ def test_twenty_apps_at_once_are_all_served_with_one_order_each(stack: Stack) ->
         containers = list(pool.map(stack.app, names))
     for name, c in zip(names, containers, strict=True):
         wait_for(f"{name} served", lambda n=name, c=c: stack.served(stack.domain(n), c), 240,
-                 on_timeout=stack.daemon.tail)
+                 on_timeout=stack.tail)
     print(f"20 apps at once: all served {time.monotonic() - t0:.1f} s after the first docker run")
     assert stack.orders() - orders == 20

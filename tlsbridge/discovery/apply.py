@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -50,9 +50,11 @@ class Discovery:
     skipped: set[str] = field(default_factory=set)  # skip lines logged (logged once each)
     warned: set[str] = field(default_factory=set)
 
-    def sync(self, cfg: Config, now: datetime, docker: DockerAdapter | None = None) -> Synced:
+    def sync(self, cfg: Config, now: datetime, docker: DockerAdapter | None = None,
+             gone: Set[str] = frozenset()) -> Synced:
         """List, decide, write, test, reload. Never raises for one bad app; an unreachable
-        engine keeps the sites found last time (logged)."""
+        engine keeps the sites found last time (logged). `gone`: ids of containers whose last
+        event was die or destroy (the engine's list may still say running for a moment)."""
         from tlsbridge.adapters.docker import DockerAdapter
         from tlsbridge.errors import DockerError
 
@@ -66,6 +68,7 @@ class Discovery:
                 logger.warning("discovery: cannot list containers, keeping the %d site(s) found "
                                "before: %s", len(self.sites), exc)
                 return Synced(merged(cfg, self.sites), frozenset())
+            containers = [c for c in containers if c.id not in gone]
             return self._sync(cfg, now, docker, containers, own)
         finally:
             if own_docker:
@@ -99,6 +102,9 @@ class Discovery:
                 del sites[name]
         state = _load_state(cfg)
         g = rules.grace(blocks.served(), set(sites), state, now, cfg.discovery.grace)
+        for name in sorted(set(g.gone_since) - set(state)):
+            logger.info("site=%s discovery: its app is gone; the server block stays %s (discovery.grace)",
+                        name, cfg.discovery.grace)
         for name in sorted(g.remove):
             blocks.remove(name)
             logger.info("site=%s discovery: its app has been gone for %s: server block removed "

@@ -77,6 +77,7 @@ class Sidecar:
         self.cfg = cfg
         self._yaml = cfg  # the config file's own sites; self.cfg adds the discovered ones
         self.discovery = _discovery(cfg)
+        self._gone: set[str] = set()  # apps whose last event was die/destroy (the watcher's thread)
         self._load_config = load_config
         self._build = build
         self.clock = clock
@@ -264,7 +265,9 @@ class Sidecar:
         """Discovery: the labelled apps' sites join self.cfg; returns the new or changed ones."""
         if self.discovery is None:
             return frozenset()
-        synced = self.discovery.sync(self._yaml, self.clock.now())
+        synced = self.discovery.sync(self._yaml, self.clock.now(), gone=frozenset(self._gone))
+        logger.debug("run: discovery: %d site(s), %d skipped, next grace end %s", len(synced.cfg.sites),
+                     len(synced.skips), synced.wake_at)
         self.view.discovery = synced
         self.metrics.set_discovered({n: s.discovered for n, s in synced.cfg.sites.items() if s.discovered},
                                     [(k.container, k.label) for k in synced.skips])
@@ -281,6 +284,10 @@ class Sidecar:
         from tlsbridge.discovery.rules import DOMAINS
 
         if event is None or DOMAINS in event.attributes:
+            if event is not None and event.action == "start":
+                self._gone.discard(event.id)
+            elif event is not None:
+                self._gone.add(event.id)
             why = "docker connected" if event is None else f"container {event.name} {event.action}"
             self.enqueue(Request(Kind.DISCOVER, None, why))
 
