@@ -10,6 +10,7 @@ served; 20 apps started at once are all served with exactly one order each.
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import statistics
@@ -149,7 +150,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, nginx_image: str) -> Iterato
                         "--remove-orphans", "-t", "2"], env=compose_env, check=False)
             if down.returncode != 0:
                 print(down.stdout, down.stderr, file=sys.stderr)
-            if not __import__("os").environ.get("TBD_KEEP"):
+            if not os.environ.get("TBD_KEEP"):  # keep the folder to look into a failure
                 shutil.rmtree(root, ignore_errors=True)
 
 
@@ -229,3 +230,12 @@ def test_twenty_apps_at_once_are_all_served_with_one_order_each(stack: Stack) ->
                  on_timeout=stack.tail)
     print(f"20 apps at once: all served {time.monotonic() - t0:.1f} s after the first docker run")
     assert stack.orders() - orders == 20
+
+
+def test_renew_one_shot_handles_the_discovered_sites(stack: Stack) -> None:
+    r = stack.env.run("renew")
+    assert r.returncode == 0, r.stderr
+    assert stack.domain("app0") in r.stdout and stack.domain("burst00") in r.stdout
+    status = stack.env.status()
+    assert status[stack.domain("app0")]["discovered"] == f"{stack.tag}-app0"
+    assert status[stack.domain("app0")]["state"] == "valid"
