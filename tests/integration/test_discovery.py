@@ -190,6 +190,21 @@ def test_a_stopped_app_loses_its_block_after_the_grace_and_comes_back_without_an
     assert stack.orders() == orders
 
 
+def test_new_names_on_a_recreated_app_reissue(stack: Stack) -> None:
+    one = stack.domain("relabel")
+    c = stack.app("relabel", labels={"tlsbridge.name": "relabel"})
+    first = wait_for("relabel served", lambda: stack.served(one, c), 30, on_timeout=stack.tail)
+    orders = stack.orders()
+    run(["docker", "rm", "-f", c])
+    two = stack.domain("www.relabel")
+    c = stack.app("relabel", domains=f"{one},{two}", labels={"tlsbridge.name": "relabel"})
+    again = wait_for("both names served", lambda: stack.served(two, c), 30, on_timeout=stack.tail)
+    assert again.serial_number != first.serial_number
+    names = again.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(names.get_values_for_type(x509.DNSName)) == {one, two}
+    assert stack.orders() == orders + 1
+
+
 def test_bad_labels_are_skipped_with_one_line_each_while_others_are_served(stack: Stack) -> None:
     good = stack.app("good")
     wait_for("good served", lambda: stack.served(stack.domain("good"), good), 30,
