@@ -49,6 +49,24 @@ class Discovery:
     sites: dict[str, Site] = field(default_factory=dict)
     skipped: set[str] = field(default_factory=set)  # skip lines logged (logged once each)
     warned: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)  # ids whose last event was die/destroy
+
+    def seen(self, container_id: str, action: str) -> None:
+        """An event about a labelled container (from the Docker watcher's thread)."""
+        if action == "start":
+            self.gone.discard(container_id)
+        else:
+            self.gone.add(container_id)
+
+    def follow(self, cfg: Config, now: datetime) -> Synced | None:
+        """`run`: a sync that never raises (None: it failed, logged; the sites found before stay)."""
+        try:
+            return self.sync(cfg, now, gone=frozenset(self.gone))
+        except Exception as exc:  # noqa: BLE001 - the config file's sites must still be served
+            logger.error("discovery failed, keeping the %d site(s) found before: %s: %s",
+                         len(self.sites), exc.__class__.__name__, exc)
+            logger.debug("discovery traceback", exc_info=True)
+            return None
 
     def sync(self, cfg: Config, now: datetime, docker: DockerAdapter | None = None,
              gone: Set[str] = frozenset()) -> Synced:
@@ -292,8 +310,13 @@ def _save_state(cfg: Config, gone_since: Mapping[str, datetime]) -> None:
         logger.warning("discovery: cannot save %s: %s", path, exc)
 
 
-def one_shot(cfg: Config, now: datetime) -> Config:
-    """`renew`: list the labelled containers once; the config with their sites."""
+def one_shot(cfg: Config, now: datetime, *, dry_run: bool = False) -> Config:
+    """`renew`: list the labelled containers once; the config with their sites (`dry_run`:
+    nothing written). A failure is logged and leaves the YAML sites to renew."""
     if not cfg.discovery.enabled:
         return cfg
-    return Discovery().sync(cfg, now).cfg
+    try:
+        return listed(cfg)[0] if dry_run else Discovery().sync(cfg, now).cfg
+    except (TlsbridgeError, OSError) as exc:
+        logger.error("discovery: %s; renewing the config file's sites only", exc)
+        return cfg

@@ -77,7 +77,6 @@ class Sidecar:
         self.cfg = cfg
         self._yaml = cfg  # the config file's own sites; self.cfg adds the discovered ones
         self.discovery = _discovery(cfg)
-        self._gone: set[str] = set()  # apps whose last event was die/destroy (the watcher's thread)
         self._load_config = load_config
         self._build = build
         self.clock = clock
@@ -265,9 +264,9 @@ class Sidecar:
         """Discovery: the labelled apps' sites join self.cfg; returns the new or changed ones."""
         if self.discovery is None:
             return frozenset()
-        synced = self.discovery.sync(self._yaml, self.clock.now(), gone=frozenset(self._gone))
-        logger.debug("run: discovery: %d site(s), %d skipped, next grace end %s", len(synced.cfg.sites),
-                     len(synced.skips), synced.wake_at)
+        synced = self.discovery.follow(self._yaml, self.clock.now())
+        if synced is None:
+            return frozenset()
         self.view.discovery = synced
         self.metrics.set_discovered({n: s.discovered for n, s in synced.cfg.sites.items() if s.discovered},
                                     [(k.container, k.label) for k in synced.skips])
@@ -283,11 +282,9 @@ class Sidecar:
         """From the watcher's thread: a container event, or None after (re)connecting."""
         from tlsbridge.discovery.rules import DOMAINS
 
-        if event is None or DOMAINS in event.attributes:
-            if event is not None and event.action == "start":
-                self._gone.discard(event.id)
-            elif event is not None:
-                self._gone.add(event.id)
+        if self.discovery is not None and (event is None or DOMAINS in event.attributes):
+            if event is not None:
+                self.discovery.seen(event.id, event.action)
             why = "docker connected" if event is None else f"container {event.name} {event.action}"
             self.enqueue(Request(Kind.DISCOVER, None, why))
 
@@ -406,7 +403,7 @@ class Sidecar:
 
     def _start_watcher(self) -> None:
         self.watcher = DockerWatcher(lambda: self.cfg, self.enqueue, self._docker_state,
-                                     on_app=self._on_app if self.discovery is not None else None)
+                                     on_app=self._on_app)
         self.watcher.start()
 
     def _docker_state(self, state: str | None) -> None:
