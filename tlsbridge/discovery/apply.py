@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from tlsbridge.config import Config, ReloadTarget, Site
 from tlsbridge.discovery import rules
+from tlsbridge.durations import format_duration
 from tlsbridge.errors import TlsbridgeError
 
 if TYPE_CHECKING:
@@ -122,11 +123,11 @@ class Discovery:
         g = rules.grace(blocks.served(), set(sites), state, now, cfg.discovery.grace)
         for name in sorted(set(g.gone_since) - set(state)):
             logger.info("site=%s discovery: its app is gone; the server block stays %s (discovery.grace)",
-                        name, cfg.discovery.grace)
+                        name, format_duration(cfg.discovery.grace))
         for name in sorted(g.remove):
             blocks.remove(name)
             logger.info("site=%s discovery: its app has been gone for %s: server block removed "
-                        "(the certificate stays for its return)", name, cfg.discovery.grace)
+                        "(the certificate stays for its return)", name, format_duration(cfg.discovery.grace))
         written = [name for name, site in sites.items() if blocks.write(site)]
         if (written or g.remove) and nginx:
             for name in self._test_reload(cfg, docker, nginx, blocks, written):
