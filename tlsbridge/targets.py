@@ -35,6 +35,7 @@ class ContainerInfo:
     networks: Mapping[str, str] = field(default_factory=dict)  # network name -> IPv4 address
     network_mode: str = ""
     mounts: tuple[Mount, ...] = ()
+    ports: tuple[int, ...] = ()  # the TCP ports it exposes (inside the container), sorted
 
     @property
     def running(self) -> bool:

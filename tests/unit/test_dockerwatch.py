@@ -100,7 +100,7 @@ class Script:
 
     def open(self, docker: DockerConfig, filters: Mapping[str, str | Sequence[str]],
              since: datetime | None) -> Stream:
-        assert docker == self.cfg.docker and filters == {"type": "container", "event": ["start"]}
+        assert docker == self.cfg.docker and filters == {"type": "container", "event": ["start", "die", "destroy"]}
         self.since.append(since)
         got = self.attempts.pop(0)
         if not self.attempts:

@@ -303,6 +303,8 @@ def _from_summary(r: Mapping[str, Any]) -> ContainerInfo:
         networks=_networks(r.get("NetworkSettings")),
         network_mode=str((r.get("HostConfig") or {}).get("NetworkMode", "")),
         mounts=_mounts(r.get("Mounts")),
+        ports=tuple(sorted({int(p["PrivatePort"]) for p in r.get("Ports") or ()
+                            if p.get("Type", "tcp") == "tcp" and p.get("PrivatePort")})),
     )
 
 
@@ -319,4 +321,6 @@ def _from_inspect(r: Mapping[str, Any]) -> ContainerInfo:
         networks=_networks(r.get("NetworkSettings")),
         network_mode=str((r.get("HostConfig") or {}).get("NetworkMode", "")),
         mounts=_mounts(r.get("Mounts")),
+        ports=tuple(sorted({int(k.split("/")[0]) for k in (r.get("Config") or {}).get("ExposedPorts") or {}
+                            if k.endswith("/tcp") and k.split("/")[0].isdigit()})),
     )

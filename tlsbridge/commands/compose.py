@@ -110,6 +110,14 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     source = Path(cfg.source).name
     snippets = nginx.render_all(cfg.sites.values(), nginx.NginxOptions(
         args.http2, source, post_quantum=args.post_quantum))
+    discovery = None
+    if cfg.discovery.enabled:
+        from tlsbridge.render.discovered import INCLUDE_FILE, render_include
+
+        snippets[INCLUDE_FILE] = render_include(source)
+        discovery = ("", "") if sidecar else (shown(cfg.publish.dir, base), shown(cfg.discovery.dir, base))
+        if not sidecar:
+            cfg.discovery.dir.mkdir(parents=True, exist_ok=True)  # so nginx mounts our folder
     spec = compose.ComposeSpec(
         source=source,
         sites=[compose.SiteMount(name, shown(cfg.publish.dir / name, base)) for name in cfg.sites],
@@ -117,6 +125,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         webroot=shown(cfg.challenge.webroot, base),
         image=args.image,
         override=compose.override_name(out_file.name if out_file else "compose.yaml"),
+        discovery=discovery,
     )
     if sidecar:
         spec = _sidecar_spec(cfg, spec, base, args)
@@ -179,6 +188,7 @@ def _sidecar_spec(cfg: Config, spec: ComposeSpec, base: Path,
         "challenge.webroot": cfg.challenge.webroot,
         "certbot.config_dir": cfg.certbot.config_dir,
         "state.dir": cfg.state.dir,
+        **({"discovery.dir": cfg.discovery.dir} if cfg.discovery.enabled else {}),
     }
     scratch = {"certbot.work_dir": cfg.certbot.work_dir, "certbot.logs_dir": cfg.certbot.logs_dir}
     for key, path in {**data, **scratch}.items():
@@ -217,7 +227,8 @@ def _sidecar_spec(cfg: Config, spec: ComposeSpec, base: Path,
         socket_proxy_image=args.socket_proxy_image or SOCKET_PROXY_IMAGE,
         inside=SidecarPaths(str(cfg.publish.dir), str(cfg.challenge.webroot),
                             str(cfg.certbot.config_dir), str(cfg.state.dir),
-                            tuple(str(p) for p in scratch.values())),
+                            tuple(str(p) for p in scratch.values()),
+                            str(cfg.discovery.dir) if cfg.discovery.enabled else None),
     )
 
 
@@ -294,6 +305,9 @@ def _run_swarm(args: argparse.Namespace, cfg: Config, out_file: Path | None, bas
     if args.build_context is not None:
         raise UsageError("--build-context: docker stack deploy does not build images; give "
                          "--sidecar-image IMAGE (pushed where your managers can pull it)")
+    if cfg.discovery.enabled:
+        raise UsageError(f"{cfg.source}: discovery.enabled: discovery works with compose, not "
+                         "yet with --swarm (label Swarm services tlsbridge.site instead)")
     method = cfg.challenge.method
     if method == "webroot":
         raise UsageError(

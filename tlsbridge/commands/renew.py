@@ -31,6 +31,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from tlsbridge.wiring import build_reconciler
 
     cfg = ctx.config()
+    if cfg.discovery.enabled:  # the labelled app containers, listed once
+        from tlsbridge.discovery.apply import one_shot
+
+        cfg = one_shot(cfg, SystemClock().now(), dry_run=args.dry_run)
     for name in args.site or ():
         if name not in cfg.sites:
             raise UsageError(f"--site {name}: no such site in {cfg.source} (sites: {', '.join(cfg.sites) or 'none'})")

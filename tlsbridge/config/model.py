@@ -113,6 +113,16 @@ class Site:
     challenge: ChallengeConfig = ChallengeConfig()
     # Which challenge keys the site itself set (to name sites.<name>.challenge.<key> in errors).
     challenge_overrides: tuple[str, ...] = ()
+    discovered: str | None = None  # declared by labels of this container (discovery), not in YAML
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Sites declared by labels of app containers (tlsbridge.discovery, README "Discovery")."""
+
+    enabled: bool = False
+    grace: timedelta = timedelta(minutes=5)  # a stopped app's server block stays this long
+    dir: Path = Path("/var/lib/tlsbridge/discovered")  # the server blocks nginx includes
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,7 @@ class Config:
     docker: DockerConfig
     sites: Mapping[str, Site]
     daemon_tls: DaemonTlsConfig | None = None
+    discovery: DiscoveryConfig = DiscoveryConfig()
     notify: NotifyConfig = NotifyConfig()
 
 

@@ -28,6 +28,7 @@ from tlsbridge.config.model import (
     ChallengeConfig,
     Config,
     DaemonTlsConfig,
+    DiscoveryConfig,
     DockerConfig,
     Eab,
     PublishConfig,
@@ -66,7 +67,7 @@ class _Parser(names.Reader):
             raw,
             "",
             ("acme", "certbot", "challenge", "publish", "state", "renewal", "docker", "sites",
-             "daemon_tls", "notify"),
+             "daemon_tls", "notify", "discovery"),
         )
         challenge = self.challenge(top.get("challenge"))
         top_challenge = self.mapping(top.get("challenge"), "challenge", CHALLENGE_KEYS)
@@ -84,7 +85,16 @@ class _Parser(names.Reader):
             sites=sites,
             daemon_tls=daemon_tls,
             notify=notify_settings.parse(self, top.get("notify")),
+            discovery=self.discovery(top.get("discovery")),
         )
+
+    def discovery(self, raw: Any) -> DiscoveryConfig:
+        m, d = self.mapping(raw, "discovery", ("enabled", "grace", "dir")), DiscoveryConfig()
+        grace = self.duration(m["grace"], "discovery.grace") if "grace" in m else d.grace
+        if grace < timedelta(0):
+            self.error("discovery.grace", "must be a duration of 0s or more")
+        return DiscoveryConfig(enabled=self.boolean(m.get("enabled", False), "discovery.enabled"),
+                               grace=grace, dir=self.req_path(m.get("dir", str(d.dir)), "discovery.dir"))
 
     def state(self, raw: Any) -> StateConfig:
         m = self.mapping(raw, "state", ("dir",))

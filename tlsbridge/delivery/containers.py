@@ -169,6 +169,13 @@ class DockerDeliverer:
         return DeliveryReport(failed=errors, reloaded={k: v for k, v in reloaded.items() if v},
                               served=served, unreached=unreached)
 
+    def reload_one(self, info: ContainerInfo) -> str | None:
+        """Config-test and reload one container (started if it is not running), the same way as
+        a delivery; returns why it failed (a failed `nginx -t` reloads nothing), or None."""
+        t = _Target(info)
+        self._bring_up(t, strict=True)
+        return t.error
+
     # -- steps ------------------------------------------------------------------------------------
     def _resolve(self, sites: Sequence[Site], errors: dict[str, TlsbridgeError],
                  swarm: SwarmOutcome | None = None,

@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tlsbridge.render.discovered import NGINX_DIR as DISCOVERED_DIR
 from tlsbridge.render.nginx import CERTS_DIR, CONF_DIR, WEBROOT_DIR
 
 HTTP_PORT_VAR = "TLSBRIDGE_HTTP_PORT"
@@ -49,6 +50,7 @@ class SidecarPaths:
     state_dir: str
     # certbot's work_dir and logs_dir: scratch, on tmpfs (the root filesystem is read-only)
     scratch: tuple[str, ...] = ("/var/lib/tlsbridge/certbot-work", "/var/log/tlsbridge")
+    discovery_dir: str | None = None  # discovery.enabled: where tlsbridge writes server blocks
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class ComposeSpec:
     socket_proxy_image: str = SOCKET_PROXY_IMAGE
     inside: SidecarPaths | None = field(default=None)
     override: str = "compose.override.yaml"  # where the user's additions go (override_name)
+    # discovery.enabled: host mode, the folders as written in the file (publish.dir, discovery.dir);
+    # sidecar mode, "" (named volumes) with SidecarPaths.discovery_dir
+    discovery: tuple[str, str] | None = None
 
 
 def q(text: str) -> str:
@@ -85,6 +90,8 @@ def render(spec: ComposeSpec) -> str:
         out += ["", "volumes:"]
         for name in ("certs", "acme-webroot", "letsencrypt", "state"):
             out.append(f"  {name}: {{}}")
+        if spec.discovery is not None:
+            out.append("  discovered: {}")
         if spec.socket_proxy:
             out += [
                 "",
@@ -113,6 +120,7 @@ def _header(spec: ComposeSpec) -> list[str]:
                f"{_merged_how(spec.override)} `tlsbridge compose` writes a commented starter "
                "of it once and never touches it again."),
         "#",
+        *(_DISCOVERY_HELP if spec.discovery is not None else []),
         f"# Published ports: {HTTP_PORT_VAR} and {HTTPS_PORT_VAR} (a port, or ADDRESS:PORT) "
         "override",
         "# 80 and 443 without editing this file, e.g.",
@@ -166,6 +174,16 @@ def render_override(spec: ComposeSpec) -> str:
         '    #  - "8443:8443"',
         "",
     ])
+
+
+_DISCOVERY_HELP = [
+    "# Discovery is on: an app container gets HTTPS with a label and this stack's network, e.g.",
+    "#   docker run -d --network <project>_default --label tlsbridge.domains=app.example.com my/app",
+    "# (<project>: the compose project name, by default this folder's name). tlsbridge writes its",
+    "# server block, proxies to it by container name and port (label tlsbridge.port, else its one",
+    "# exposed port, else 80) and issues its certificate. See the README, section Discovery.",
+    "#",
+]
 
 
 def _wrap(text: str, prefix: str = "# ", width: int = 96) -> list[str]:
@@ -229,7 +247,16 @@ def _nginx(spec: ComposeSpec) -> list[str]:
         f'      - "${{{HTTP_PORT_VAR}:-80}}:80"',
         f'      - "${{{HTTPS_PORT_VAR}:-443}}:443"',
     ]
-    if spec.sites:
+    if spec.discovery is not None:
+        out += [
+            "    labels:",
+            "      # tlsbridge writes the server blocks of app containers labelled tlsbridge.domains",
+            "      # for this nginx (it mounts them), tests them with nginx -t and reloads it.",
+            '      tlsbridge.discovery: "true"',
+        ]
+        if spec.sites:
+            out.append(f"      tlsbridge.site: {q(label)}")
+    elif spec.sites:
         out += [
             "    labels:",
             "      # tlsbridge reloads every container carrying this label (nginx -t first) after it",
@@ -245,14 +272,23 @@ def _nginx(spec: ComposeSpec) -> list[str]:
         out += _volume("certs", CERTS_DIR, read_only=True)
         out += ["      # ACME HTTP-01: tlsbridge's certbot writes the tokens, nginx serves them."]
         out += _volume("acme-webroot", WEBROOT_DIR, read_only=True)
+    elif spec.discovery is not None:
+        out += _FOLDER_NOT_FILE
+        out += [f"      # Here: all of publish.dir (discovered sites come and go), {CERTS_DIR}/<site>."]
+        out += _bind(spec.discovery[0], CERTS_DIR)
     else:
         out += _FOLDER_NOT_FILE
         for site in spec.sites:
             out += _bind(site.host_dir, f"{CERTS_DIR}/{site.name}")
+    if not spec.sidecar:
         out += ["      # ACME HTTP-01: certbot (challenge.webroot) writes the tokens, nginx serves them."]
         out += _bind(spec.webroot, WEBROOT_DIR)
     out += ["      # The nginx snippets written by `tlsbridge compose` (one file per site + shared)."]
     out += _bind(spec.nginx_dir, CONF_DIR, create=False)
+    if spec.discovery is not None:
+        out += ["      # discovery.dir: the server blocks of discovered apps, written by tlsbridge at run time."]
+        out += (_volume("discovered", DISCOVERED_DIR, read_only=True) if spec.sidecar
+                else _bind(spec.discovery[1], DISCOVERED_DIR))
     out += [
         "    healthcheck:",
         "      # A config test that also loads every certificate and key; needs nothing but nginx.",
@@ -337,6 +373,8 @@ def _tlsbridge(spec: ComposeSpec) -> list[str]:
     out += _volume("acme-webroot", p.webroot, read_only=False)
     out += _volume("letsencrypt", p.certbot_config_dir, read_only=False)
     out += _volume("state", p.state_dir, read_only=False)
+    if p.discovery_dir is not None:
+        out += _volume("discovered", p.discovery_dir, read_only=False)
     if not spec.socket_proxy:
         out += [
             "      # The Docker socket, to find, test and reload the nginx containers. Read-only",

@@ -42,6 +42,7 @@ class PageRow:
     failures: int = 0
     ca: str | None = None  # the issuing CA's host, "(fallback)" when it is one of acme.fallback
     retry_after: datetime | None = None  # rate-limited: the CA asked not to come back before this
+    discovered: str | None = None  # the app container whose labels declare the site
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class PageMeta:
     last_pass: datetime | None = None
     next_check: datetime | None = None
     docker: str | None = None  # "connected", "reconnecting", None when not used
+    skipped: tuple[str, ...] = ()  # discovery: labelled containers not served, and why
 
 
 _CSS = """
@@ -142,7 +144,7 @@ def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta, *,
 </tbody>
 </table>
 {nav}
-</body>
+{_skipped(meta.skipped)}</body>
 </html>
 """
 
@@ -152,19 +154,27 @@ def _around(page: int, pages: int) -> list[int]:
     return sorted({1, pages, *range(max(1, page - 3), min(pages, page + 3) + 1)})
 
 
+def _skipped(lines: Sequence[str]) -> str:
+    if not lines:
+        return ""
+    items = "".join(f'<li class="err">{escape(line)}</li>' for line in lines)
+    return f"<h2>Skipped containers (discovery)</h2>\n<ul>{items}</ul>\n"
+
+
 def _row(r: PageRow, now: datetime) -> str:
     cls = STATE_CLASS.get(r.state, "off")
     badges = f'<span class="badge {cls}">{escape(r.state)}</span>'
     if r.failures and r.state not in ("failing", "expired"):
         badges += ' <span class="badge bad">failing</span>'
     domains = "<br>".join(escape(d) for d in r.domains)
+    found = f'<div class="sub">discovered: container {escape(r.discovered)}</div>' if r.discovered else ""
     issuer = (f'<span title="{escape(r.issuer)}">{escape(issuer_name(r.issuer))}</span>'
               if r.issuer else "&ndash;")
     if r.ca:
         issuer += f'<div class="sub">CA {escape(r.ca)}</div>'
     return (
         f'<tr id="site-{escape(r.name)}">'
-        f'<td><div class="site">{escape(r.name)}</div>{badges}</td>'
+        f'<td><div class="site">{escape(r.name)}</div>{badges}{found}</td>'
         f'<td class="domains">{domains}</td>'
         f"<td>{issuer}</td>"
         f"<td>{_days(r, now)}</td>"

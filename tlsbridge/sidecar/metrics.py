@@ -79,6 +79,20 @@ class Metrics:
         self.daemon_tls_not_after = Gauge("tlsbridge_daemon_tls_not_after_seconds",
                                           "notAfter of the Docker engine's TLS certificate "
                                           "(daemon_tls; Unix seconds)", ["cert"], registry=r)
+        self.discovered = Gauge("tlsbridge_discovered_site", "1 per site declared by an app "
+                                "container's labels (discovery)", ["site", "container"], registry=r)
+        self.discovery_skipped = Gauge("tlsbridge_discovery_skipped", "1 per labelled app container "
+                                       "skipped for a bad label or a conflict (discovery)",
+                                       ["container", "label"], registry=r)
+
+    def set_discovered(self, sites: Mapping[str, str], skipped: Iterable[tuple[str, str]]) -> None:
+        """Discovery's sites (site -> container) and skipped (container, label), replacing the last."""
+        self.discovered.clear()
+        for site, container in sites.items():
+            self.discovered.labels(site, container).set(1)
+        self.discovery_skipped.clear()
+        for container, label in skipped:
+            self.discovery_skipped.labels(container, label).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry) + self.sites.text()

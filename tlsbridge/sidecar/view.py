@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,6 +22,7 @@ from tlsbridge.sidecar.timetable import Wakeup
 if TYPE_CHECKING:
     from tlsbridge.adapters.certmemo import CertMemo
     from tlsbridge.config import Config
+    from tlsbridge.discovery.apply import Synced
     from tlsbridge.reconcile import SiteOutcome
     from tlsbridge.status import SiteStatus
 
@@ -58,6 +60,7 @@ class SidecarView:
         self.outcomes: dict[str, str] = {}
         self.docker_state: str | None = None  # "connected" | "reconnecting" | None (not watching)
         self.rows: Sequence[SiteStatus] = ()  # every site's status after the last pass
+        self.discovery: Synced | None = None  # the last discovery sync (skipped containers)
 
     # -- fed by the main thread ------------------------------------------------------------------
     def record(self, outcomes: Sequence[SiteOutcome], now: datetime) -> None:
@@ -128,14 +131,19 @@ class SidecarView:
         cfg, wakeups, outcomes = loop.cfg, loop.wakeups, self.outcomes
         now = loop.now()
         ports = build_ports(cfg, loop.memo)  # its own state store: this is an HTTP thread
+        skipped = tuple(str(s) for s in self.discovery.skips) if self.discovery else ()
         meta = PageMeta(version=__version__, ready=self.ready, last_pass=self.last_pass,
-                        next_check=self.next_check, docker=self.docker_state)
+                        next_check=self.next_check, docker=self.docker_state, skipped=skipped)
+
+        def row(r: SiteStatus) -> PageRow:
+            return replace(page_row(r, wakeups.get(r.name), outcomes.get(r.name)),
+                           discovered=cfg.sites[r.name].discovered if r.name in cfg.sites else None)
+
         try:
             if len(cfg.sites) <= PER_PAGE:
                 fresh = collect(cfg, ports, now)
                 fresh.sort(key=lambda r: attention(r.state, r.site_state.failures))
-                return render([page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in fresh],
-                              now, meta)
+                return render([row(r) for r in fresh], now, meta)
             known = {r.name: r for r in self.rows if r.name in cfg.sites}
             unknown = [n for n in cfg.sites if n not in known]  # added since (a pass follows a reload)
             order = unknown + sorted(known, key=lambda n: attention(known[n].state,
@@ -146,8 +154,7 @@ class SidecarView:
             pages = page_count(len(order))
             page = min(max(page, 1), pages)
             names = order[(page - 1) * PER_PAGE:page * PER_PAGE]
-            rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name))
-                    for r in collect(cfg, ports, now, names)]
+            rows = [row(r) for r in collect(cfg, ports, now, names)]
             return render(rows, now, meta, counts=counts, page=page, pages=pages)
         finally:
             ports.store.close()
