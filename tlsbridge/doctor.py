@@ -13,10 +13,14 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from tlsbridge.config import Config, Site
+from tlsbridge.delivery.scope import Scope, certificate_mount, host_path, within
 from tlsbridge.targets import SITE_LABEL, ContainerInfo, Mount, resolve
+
+__all__ = ["ERROR", "INFO", "WARNING", "Finding", "check_sites", "covers", "host_path"]
 
 ERROR = "error"
 WARNING = "warning"
+INFO = "info"  # not a problem: printed, never changes the exit code
 _CERT_SUFFIXES = (".pem", ".crt", ".cer", ".key")
 IN_CONTAINER = "/etc/tlsbridge/certs"  # the mount point the docs and generated snippets use
 
@@ -37,25 +41,6 @@ class Finding:
         return f"{self.level}: {self.problem}; fix: {self.fix}"
 
 
-def host_path(path: str, own_mounts: Sequence[Mount] | None) -> str | None:
-    """Where `path` (as tlsbridge sees it) lives on the Docker host; None if only inside our container.
-
-    On the host (own_mounts None) it is the path itself, symlinks resolved. In a container it is
-    the source of the mount that holds it (a bind's host folder or a volume's data folder) plus
-    the rest of the path.
-    """
-    if own_mounts is None:
-        return os.path.realpath(path)
-    best: Mount | None = None
-    for m in own_mounts:
-        if _within(path, m.destination) and (best is None or len(m.destination) > len(best.destination)):
-            best = m
-    if best is None or not best.source:
-        return None
-    rest = os.path.relpath(path, best.destination)
-    return best.source if rest == "." else str(PurePosixPath(best.source) / rest)
-
-
 def covers(m: Mount, host: str) -> bool:
     """Whether a container mount shows the host path `host` (the same folder or a parent)."""
     return m.type in ("bind", "volume") and bool(m.source) and (
@@ -64,8 +49,13 @@ def covers(m: Mount, host: str) -> bool:
 
 def check_sites(cfg: Config, containers: Sequence[ContainerInfo],
                 own_mounts: Sequence[Mount] | None) -> list[Finding]:
-    """Findings about every site's targets and how they mount certificates, errors first."""
+    """Findings about every site's targets and how they mount certificates, errors first.
+
+    Containers labelled for a site that do not mount this instance's published folder are not
+    its targets (delivery.scope): reported as ignored, never advised to mount our certificates.
+    """
     publish_host = host_path(str(cfg.publish.dir), own_mounts)
+    scope = Scope(publish_host)
     certbot_host = host_path(str(cfg.certbot.config_dir), own_mounts)
     out: list[Finding] = []
     if publish_host is None:
@@ -76,7 +66,8 @@ def check_sites(cfg: Config, containers: Sequence[ContainerInfo],
             f"read-only in nginx's (e.g. at {IN_CONTAINER})"))
     webroot_checked: set[tuple[str, str]] = set()
     for site in cfg.sites.values():
-        res = resolve(site, containers)
+        res = resolve(site, containers, scope.owns)
+        out += [_ignored(site, c, cfg) for c in res.ignored]
         for e in res.errors:  # "<problem>; <what to do>"
             problem, _, fix = e.partition("; ")
             out.append(Finding(ERROR, problem, fix or "create that container, or correct the config",
@@ -100,7 +91,23 @@ def check_sites(cfg: Config, containers: Sequence[ContainerInfo],
                         f"{ch.webroot}, so it cannot answer HTTP-01 (fine if another server does)",
                         f"mount it read-only (e.g. -v {ch.webroot}:/var/www/acme:ro) and serve "
                         "/.well-known/acme-challenge/ from it", site.name))
-    return sorted(out, key=lambda f: f.level != ERROR)
+    order = {ERROR: 0, WARNING: 1, INFO: 2}
+    return sorted(out, key=lambda f: order.get(f.level, 3))
+
+
+def _ignored(site: Site, c: ContainerInfo, cfg: Config) -> Finding:
+    m = certificate_mount(c)
+    if m is not None:
+        return Finding(INFO, f"container {c.name} is labelled for this site but ignored: it belongs to "
+                       f"another tlsbridge (mounts {m.name or m.source} at {m.destination}, not "
+                       f"{cfg.publish.dir})", "nothing to do, unless it should serve this "
+                       f"tlsbridge's certificates: then mount {cfg.publish.dir} (or its volume) "
+                       "instead", site.name)
+    return Finding(WARNING, f"container {c.name} is labelled for this site but ignored: it does not "
+                   f"mount the published folder {cfg.publish.dir} (nor a parent), so it cannot see "
+                   "the certificates tlsbridge publishes",
+                   f"add -v {cfg.publish.dir}:{IN_CONTAINER}:ro (or the volume holding it) and use "
+                   f"{IN_CONTAINER}/{site.name}/fullchain.pem and privkey.pem", site.name)
 
 
 def _target(site: Site, c: ContainerInfo, cfg: Config, publish_host: str | None,
@@ -156,6 +163,4 @@ def _is_live(source: str, certbot_host: str) -> bool:
     return "live" in parts and "letsencrypt" in parts[: parts.index("live")]
 
 
-def _within(path: str, ancestor: str) -> bool:
-    a = ancestor.rstrip("/") or "/"
-    return path == a or path.startswith(a if a.endswith("/") else a + "/")
+_within = within
