@@ -149,6 +149,22 @@ def _target(site: Site, c: ContainerInfo, cfg: Config, publish_host: str | None,
     return out
 
 
+def published_problem(site: str, problem: str) -> Finding:
+    return Finding(ERROR, f"{problem}: nginx fails its config test (and cannot start) on it",
+                   f"run tlsbridge renew --site {site} (it publishes certbot's certificate again, "
+                   "or a placeholder) and check what else writes into that folder", site)
+
+
+def served_problem(site: str, problem: str) -> Finding:
+    return Finding(ERROR, problem, f"run tlsbridge renew --site {site} (it reloads and verifies "
+                   "without asking the CA); if it persists, point ssl_certificate at "
+                   f"{IN_CONTAINER}/{site}/fullchain.pem and check server_name", site)
+
+
+def config_problem(problem: str) -> Finding:
+    return Finding(ERROR, problem, "see tlsbridge validate; install the plugin or fix the file")
+
+
 def docker_unreachable(where: str, problem: str) -> Finding:
     return Finding(ERROR, f"Docker is not reachable at {where}: {problem}",
                    "start dockerd, or set docker.host or DOCKER_HOST (for tcp://HOST:2376 also "
