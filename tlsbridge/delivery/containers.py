@@ -153,8 +153,11 @@ class DockerDeliverer:
                     self._bring_up(t, strict=False)
                     self._wait_if_started(t)
                 if t.error or t.skip or t.how == "restarting":
-                    problems.append(t.error or f"container {t.info.name} is {t.info.status or t.info.state}"
-                                    + (" (stopped on purpose: docker stop)" if t.skip else ""))
+                    name = t.info.name
+                    problems.append(t.error or (
+                        f"container {name}, which answers it, was stopped on purpose (exit code 0); "
+                        f"start it (docker start {name}) and run renew again" if t.skip else
+                        f"container {name}, which answers it, is restarting (see docker logs {name})"))
                     continue
                 addr = probe_address(t.info, self.docker.own_networks())
                 why = None if addr is None else (  # unreachable from here: the CA decides
