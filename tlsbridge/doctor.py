@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from tlsbridge.config import Config, Site
-from tlsbridge.delivery.scope import Scope, certificate_mount, host_path, within
-from tlsbridge.targets import SITE_LABEL, ContainerInfo, Mount, resolve
+from tlsbridge.delivery.scope import Scope, foreign_mount, host_path, within
+from tlsbridge.targets import SITE_LABEL, ContainerInfo, Mount, resolve, start_decision
 
 __all__ = ["ERROR", "INFO", "WARNING", "Finding", "check_sites", "covers", "host_path"]
 
@@ -96,18 +96,12 @@ def check_sites(cfg: Config, containers: Sequence[ContainerInfo],
 
 
 def _ignored(site: Site, c: ContainerInfo, cfg: Config) -> Finding:
-    m = certificate_mount(c)
-    if m is not None:
-        return Finding(INFO, f"container {c.name} is labelled for this site but ignored: it belongs to "
-                       f"another tlsbridge (mounts {m.name or m.source} at {m.destination}, not "
-                       f"{cfg.publish.dir})", "nothing to do, unless it should serve this "
-                       f"tlsbridge's certificates: then mount {cfg.publish.dir} (or its volume) "
-                       "instead", site.name)
-    return Finding(WARNING, f"container {c.name} is labelled for this site but ignored: it does not "
-                   f"mount the published folder {cfg.publish.dir} (nor a parent), so it cannot see "
-                   "the certificates tlsbridge publishes",
-                   f"add -v {cfg.publish.dir}:{IN_CONTAINER}:ro (or the volume holding it) and use "
-                   f"{IN_CONTAINER}/{site.name}/fullchain.pem and privkey.pem", site.name)
+    m = foreign_mount(c)
+    what = f"{m.name or m.source} at {m.destination}" if m is not None else "another folder"
+    return Finding(INFO, f"container {c.name} is labelled for this site but ignored: it belongs to "
+                   f"another tlsbridge (mounts {what}, not {cfg.publish.dir})",
+                   "nothing to do, unless it should serve this tlsbridge's certificates: then mount "
+                   f"{cfg.publish.dir} (or its volume) instead", site.name)
 
 
 def _target(site: Site, c: ContainerInfo, cfg: Config, publish_host: str | None,
@@ -143,9 +137,14 @@ def _target(site: Site, c: ContainerInfo, cfg: Config, publish_host: str | None,
                 f"add -v {cfg.publish.dir}:{IN_CONTAINER}:ro (or the volume holding it) and use "
                 f"{IN_CONTAINER}/{site.name}/fullchain.pem and privkey.pem", site.name))
     if not c.running:
+        action, _ = start_decision(c)
+        fix = (f"tlsbridge renew starts it (before asking the CA when it answers the webroot "
+               f"challenge); if it keeps exiting see docker logs {c.name}" if action == "start" else
+               f"it was stopped on purpose, so renew leaves it alone (and fails the site before "
+               f"asking the CA when it answers the webroot challenge): docker start {c.name}"
+               if action == "skip" else f"docker start {c.name}; see docker logs {c.name}")
         out.append(Finding(WARNING, f"container {c.name} is not running ({c.status or c.state})",
-                           "tlsbridge renew starts it after publishing; if it keeps exiting see "
-                           f"docker logs {c.name}", site.name))
+                           fix, site.name))
     return out
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tlsbridge import config
 from tlsbridge.delivery.scope import Scope, scope_for
-from tlsbridge.doctor import INFO, WARNING, check_sites
+from tlsbridge.doctor import ERROR, INFO, check_sites
 from tlsbridge.targets import ContainerInfo, Mount, resolve
 
 VOL = "/var/lib/docker/volumes/{}_certs/_data"
@@ -32,8 +32,11 @@ def test_host_mode_binds_of_the_folder_a_parent_or_a_site_folder_belong() -> Non
     assert s.owns(c("x", bind("/srv/a/certs/shared")))  # one site's folder
     assert not s.owns(c("x", bind("/srv/b/certs")))  # the other project's
     assert not s.owns(c("x", bind("/srv/a/certs-old")))  # a name prefix is not a parent
-    assert not s.owns(c("x", Mount("tmpfs", "", "/etc/tlsbridge/certs")))
-    assert not s.owns(c("x"))
+    assert s.owns(c("x", Mount("tmpfs", "", "/etc/tlsbridge/certs")))
+    # labelled by hand, mounting nothing of another instance's: kept (doctor says what to mount)
+    assert s.owns(c("x"))
+    assert s.owns(c("x", bind("/etc/letsencrypt/live/shop", "/etc/ssl/live")))
+    assert not s.owns(c("x", bind("/srv/b/certs", "/etc/tlsbridge/certs/shared")))
 
 
 def test_sidecar_mode_the_volume_backing_our_publish_dir() -> None:
@@ -67,6 +70,7 @@ def test_resolve_keeps_named_containers_and_ignores_other_instances_labelled_one
     res = resolve(SITE, [ours, theirs, named, web_b], Scope("/srv/a/certs").owns)
     assert [t.name for t in res.targets] == ["named", "ours"]
     assert [t.name for t in res.ignored] == ["theirs", "web-b"]
+    assert Scope("/srv/a/certs").owns(named)
     assert [t.name for t in resolve(SITE, [ours, theirs, named, web_b]).targets] == [
         "named", "ours", "theirs", "web-b"]  # no scope given: as before
 
@@ -80,10 +84,11 @@ sites:
 """, base=Path("/"))
     ours = c("ours", bind("/srv/a/certs"), bind("/srv/a/acme", "/var/www/acme"))
     theirs = c("theirs", bind("/srv/b/certs"), bind("/srv/b/acme", "/var/www/acme"))
-    bare = c("bare", bind("/srv/b/conf", "/etc/nginx/conf.d"))
+    bare = c("bare", bind("/srv/b/conf", "/etc/nginx/conf.d"), bind("/srv/a/acme", "/var/www/acme"))
     found = check_sites(cfg, [ours, theirs, bare], None)
     lines = [f.line() for f in found]
-    assert [f.level for f in found] == [WARNING, INFO], lines
+    assert [f.level for f in found] == [ERROR, INFO], lines
     assert "ignored: it belongs to another tlsbridge (mounts /srv/b/certs at /etc/tlsbridge/certs" in lines[1]
-    assert "container bare is labelled for this site but ignored: it does not mount" in lines[0]
-    assert not any("does not mount the published folder /srv/a/certs/shared" in ln for ln in lines)
+    # a hand-labelled container mounting nothing of another's: still ours, told what to mount
+    assert "container bare does not mount the published folder /srv/a/certs/shared" in lines[0]
+    assert not any("theirs does not mount" in ln for ln in lines)

@@ -40,7 +40,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     except ConfigError as exc:
         findings.append(config_problem(str(exc)))
     published = {name: read_published(cfg.publish.dir, name) for name in cfg.sites}
-    findings += [published_problem(name, p.problem) for name, p in published.items() if p.problem]
     if not args.no_docker:
         from tlsbridge.adapters.docker import DockerAdapter
 
@@ -54,6 +53,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             findings.append(docker_unreachable(docker.where, str(exc)))
         finally:
             docker.close()
+    findings += [published_problem(name, p.problem) for name, p in published.items() if p.problem]
     findings += engine_findings()
     for f in findings:
         print(f.line())

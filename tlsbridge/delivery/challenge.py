@@ -2,9 +2,11 @@
 
 Before the CA is asked, the containers that answer a site's challenge (its targets that mount
 `challenge.webroot`) must run, and one of them must serve a token written into the webroot
-through its port 80: a random file under `.well-known/acme-challenge/`, fetched from the
-container's address with a short timeout, then removed. A failed validation counts against the
-CA's limits (Let's Encrypt: 5 per name and hour), a failed self-check costs nothing.
+through its port 80 when it listens there: a random file under `.well-known/acme-challenge/`,
+fetched from the container's address with a short timeout, then removed. A container that does
+not listen on port 80 is not held against the site (another server may answer the challenge).
+A failed validation counts against the CA's limits (Let's Encrypt: 5 per name and hour), a
+failed self-check costs nothing.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def serves_webroot(c: ContainerInfo, webroot_host: str) -> bool:
 def self_check(address: str, webroot: Path, server_name: str, container: str,
                timeout: float = SELF_CHECK_TIMEOUT) -> str | None:
     """Write a token into `webroot`, fetch it from http://`address`/ (Host `server_name`), remove
-    it. Returns why the container does not answer the challenge, or None when it does (or when
-    the token cannot be written here: then nothing is known, and the CA decides)."""
+    it. Returns why the container does not answer the challenge (it is running but answers HTTP
+    with something else), or None when it does, or when nothing is known (the token cannot be
+    written here, nothing listens on its port 80): then the CA decides."""
     from tlsbridge.adapters.http01_reachable import fetch
 
     token = "tlsbridge-selfcheck-" + secrets.token_urlsafe(12)
@@ -51,7 +54,10 @@ def self_check(address: str, webroot: Path, server_name: str, container: str,
     try:
         status, body = fetch(address, 80, "/" + PREFIX + token, server_name, timeout=timeout)
     except OSError as exc:
-        return f"container {container} does not answer the HTTP-01 challenge: {url} failed ({exc})"
+        # Nothing listens on its port 80 (or not in time): another server may well answer the
+        # challenge for it, so this says nothing; the CA decides.
+        logger.info("self-check of %s inconclusive: %s failed (%s)", container, url, exc)
+        return None
     finally:
         with contextlib.suppress(OSError):
             path.unlink()

@@ -5,7 +5,8 @@ named `app`), and the `tlsbridge.site` label is engine-global. Instead of a sett
 remember, the scope is derived from what is physically needed: a container can only serve this
 instance's certificates if it mounts this instance's published folder. So a container found
 through a label (`tlsbridge.site=...` or a `label:` entry) is a target only if one of its bind or
-volume mounts shows `publish.dir` as it lives on the Docker host:
+volume mounts shows `publish.dir` as it lives on the Docker host, or if it shows no sign of
+being another instance's (a folder mounted at `/etc/tlsbridge/certs` that is not ours):
 
 - tlsbridge on the host: the real path of `publish.dir` (a bind of that folder, a parent of it,
   or a site's folder inside it);
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from tlsbridge.adapters.docker import DockerAdapter
 
 STACK_LABEL = "com.docker.stack.namespace"
+MOUNT_POINT = "/etc/tlsbridge/certs"  # where the docs and generated files mount published folders
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,10 @@ class Scope:
     stack: str | None = None
 
     def owns(self, c: ContainerInfo) -> bool:
-        """Whether `c` mounts this instance's published folder (or a parent, or a folder in it)."""
-        return self.publish is None or self.mount_of(c) is not None
+        """Whether `c` is this instance's: it mounts our published folder, or at least nothing
+        that marks it as another instance's (`foreign_mount`): a container a user labelled by hand
+        without mounting our folder stays a target (and `doctor` tells how to mount it)."""
+        return self.publish is None or self.mount_of(c) is not None or foreign_mount(c) is None
 
     def mount_of(self, c: ContainerInfo) -> Mount | None:
         """The mount through which `c` sees this instance's published folder, if any."""
@@ -66,11 +70,12 @@ class Scope:
         return self.stack is None or (labels or {}).get(STACK_LABEL) == self.stack
 
 
-def certificate_mount(c: ContainerInfo) -> Mount | None:
-    """The mount that most likely holds another instance's certificates (for doctor's message)."""
-    kept = [m for m in c.mounts if m.type in ("bind", "volume") and m.source]
-    for m in kept:
-        if any(w in m.destination.lower() for w in ("cert", "tls", "ssl")) or (m.name or "").endswith("certs"):
+def foreign_mount(c: ContainerInfo) -> Mount | None:
+    """A folder `c` mounts where tlsbridge's certificates go (`/etc/tlsbridge/certs`, as the docs
+    and `tlsbridge compose` write it). For a container that does not mount our published folder,
+    that is another instance's published folder."""
+    for m in c.mounts:
+        if m.type in ("bind", "volume") and m.source and within(m.destination, MOUNT_POINT):
             return m
     return None
 
