@@ -28,7 +28,7 @@ import yaml
 from composekit import TLSBRIDGE, LocalCA, compose_cmd, run, served_cert
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from servers import PebbleServer, free_port
+from servers import PROJECT_ROOT, PebbleServer, free_port
 
 from tlsbridge.adapters.publish import Publisher
 
@@ -223,3 +223,124 @@ def test_a_killed_target_is_started_and_verified_on_its_new_address_on_the_first
 @pytest.fixture(autouse=True)
 def _engine(docker_engine: Any) -> None:
     """Every test here needs dockerd."""
+
+
+# -- sidecar mode: each project's `tlsbridge run` in its own container, certificates in volumes --
+
+SIDECAR_IMAGE = "tlsbridge-test/sidecar:scope"
+UID = 10001
+
+
+@pytest.fixture(scope="module")
+def sidecar_image(docker_engine: Any) -> str:
+    proc = subprocess.run([str(PROJECT_ROOT / "scripts" / "build-sidecar-image.sh"), SIDECAR_IMAGE],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return SIDECAR_IMAGE
+
+
+@dataclass
+class SidecarProject:
+    root: Path
+    name: str
+    compose_file: Path
+    https_port: int
+    domain: str
+    lineage: bytes  # the DER of the certificate certbot's tree holds
+    env: dict[str, str]
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run([*compose_cmd(), "-p", self.name, "-f", str(self.compose_file), *args],
+                   env=self.env, check=check)
+
+    def cid(self, service: str) -> str:
+        cid = self.compose("ps", "-a", "-q", service).stdout.strip()
+        assert cid, service
+        return cid
+
+    def workers(self) -> set[str]:
+        top = run(["docker", "top", self.cid("nginx"), "-o", "pid,args"]).stdout.splitlines()[1:]
+        return {ln.split()[0] for ln in top if "worker process" in ln}
+
+    def served(self) -> bytes:
+        return served_cert(self.https_port, self.domain).public_bytes(Encoding.DER)
+
+    def logs(self) -> str:
+        proc = run(["docker", "logs", self.cid("tlsbridge")])
+        return proc.stdout + proc.stderr
+
+
+@contextmanager
+def sidecar_project(nginx_image: str, image: str) -> Iterator[SidecarProject]:
+    """A generated sidecar stack whose certbot tree already holds a certificate (made locally:
+    the CA is never asked) and whose published folder holds a self-signed one: the sidecar's
+    first pass publishes the lineage and delivers it to its nginx."""
+    name = f"tbs{uuid.uuid4().hex[:8]}"
+    root = Path(f"/tmp/{name}")
+    (root / "cfg").mkdir(parents=True)
+    (root / "src").mkdir()
+    domain = f"{SITE}.{name}.example.com"
+    doc = {
+        "acme": {"directory": "https://127.0.0.1:9/dir", "email": "admin@example.com"},
+        "publish": {"dir": "/var/lib/tlsbridge/certs"},
+        "challenge": {"method": "webroot", "webroot": "/var/lib/tlsbridge/acme-webroot"},
+        "certbot": {"config_dir": "/var/lib/tlsbridge/letsencrypt"},
+        "state": {"dir": "/var/lib/tlsbridge/state"},
+        "renewal": {"before_expiry": "10h"},
+        "sites": {SITE: {"domains": [domain]}},
+    }
+    (root / "cfg" / "tlsbridge.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    ca = LocalCA()
+    issued = ca.issue([domain])
+    live = root / "src" / "le" / "live" / SITE
+    live.mkdir(parents=True)
+    for file, data in issued.by_name().items():
+        (live / file).write_bytes(data)
+    Publisher(root / "src" / "certs").publish(SITE, ca.issue([domain], issuer_self=True))
+    compose_file = root / "compose.yaml"
+    run([TLSBRIDGE, "-c", str(root / "cfg" / "tlsbridge.yaml"), "compose", "--sidecar", "-o",
+         str(compose_file), "--image", nginx_image, "--sidecar-image", image])
+    https_port = free_port()
+    env = {"TLSBRIDGE_HTTP_PORT": f"127.0.0.1:{free_port()}", "TLSBRIDGE_HTTPS_PORT": f"127.0.0.1:{https_port}"}
+    lineage = x509.load_pem_x509_certificate(issued.cert).public_bytes(Encoding.DER)
+    p = SidecarProject(root, name, compose_file, https_port, domain, lineage, env)
+    try:
+        p.compose("create")
+        run(["docker", "run", "--rm", "-v", f"{name}_letsencrypt:/le", "-v", f"{name}_certs:/certs",
+             "-v", f"{root / 'src'}:/src:ro", nginx_image, "sh", "-c",
+             f"cp -a /src/le/. /le/ && cp -a /src/certs/. /certs/ && chown -R {UID}:{UID} /le /certs"])
+        yield p
+    finally:
+        p.compose("down", "-v", "--remove-orphans", "-t", "2", check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait(what: str, ok: Any, timeout: float, tail: Any) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{tail()}"
+        time.sleep(0.2)
+
+
+def test_two_generated_sidecar_stacks_with_the_same_site_name_deliver_independently(
+        nginx_image: str, sidecar_image: str) -> None:
+    with sidecar_project(nginx_image, sidecar_image) as a, sidecar_project(nginx_image, sidecar_image) as b:
+        b.compose("up", "-d", "nginx")  # B's nginx runs on its placeholder; B's sidecar not yet
+        b_placeholder = b.served()
+        b_workers = b.workers()
+
+        a.compose("up", "-d")
+        _wait("A's sidecar to deliver to A's nginx", lambda: a.served() == a.lineage, 60, a.logs)
+        _wait("A's first pass to end", lambda: "first pass done" in a.logs(), 30, a.logs)
+        assert b.workers() == b_workers, "A's sidecar reloaded B's nginx\n" + a.logs()
+        assert b.served() == b_placeholder
+        b_nginx = run(["docker", "inspect", "-f", "{{.Name}}", b.cid("nginx")]).stdout.strip().lstrip("/")
+        assert b_nginx not in a.logs(), a.logs()
+
+        a_workers = a.workers()
+        b.compose("up", "-d")
+        _wait("B's sidecar to deliver to B's nginx", lambda: b.served() == b.lineage, 60, b.logs)
+        _wait("B's first pass to end", lambda: "first pass done" in b.logs(), 30, b.logs)
+        assert a.workers() == a_workers, "B's sidecar reloaded A's nginx\n" + b.logs()
+        assert a.served() == a.lineage
+        assert "ERROR" not in a.logs() + b.logs(), a.logs() + b.logs()
