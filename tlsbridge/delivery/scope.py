@@ -25,7 +25,7 @@ mounts, and `com.docker.stack.namespace` for Swarm services).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -65,8 +65,9 @@ class Scope:
                     return m
         return None
 
-    def owns_service(self, labels: dict[str, str] | None) -> bool:
-        """A Swarm service is ours when it is in our stack (or when we run in none)."""
+    def owns_service(self, labels: Mapping[str, str] | None) -> bool:
+        """A Swarm service is ours when it is in our stack (or when we run in none: tlsbridge on
+        a manager's host, or a sidecar started outside `docker stack deploy`)."""
         return self.stack is None or (labels or {}).get(STACK_LABEL) == self.stack
 
 
