@@ -344,3 +344,9 @@ def test_two_generated_sidecar_stacks_with_the_same_site_name_deliver_independen
         assert a.workers() == a_workers, "B's sidecar reloaded A's nginx\n" + b.logs()
         assert a.served() == a.lineage
         assert "ERROR" not in a.logs() + b.logs(), a.logs() + b.logs()
+
+        # B's nginx restarts: B's sidecar verifies it, A's event watcher leaves it alone.
+        run(["docker", "restart", "-t", "2", b.cid("nginx")])
+        _wait("B's sidecar to see the start", lambda: f"container {b_nginx} started" in b.logs(), 30, b.logs)
+        _wait("B's verification", lambda: b.served() == b.lineage, 30, b.logs)
+        assert b_nginx not in a.logs(), a.logs()
