@@ -77,7 +77,7 @@ class Project:
 
 
 @contextmanager
-def project(nginx_image: str) -> Iterator[Project]:
+def project(nginx_image: str, prepublish: bool = True) -> Iterator[Project]:
     name = f"tbs{uuid.uuid4().hex[:8]}"
     root = Path(f"/tmp/{name}")
     root.mkdir()
@@ -97,7 +97,8 @@ def project(nginx_image: str) -> Iterator[Project]:
         config = root / "tlsbridge.yaml"
         config.write_text(yaml.safe_dump(doc, sort_keys=False))
         # nginx cannot start without its certificate: a self-signed one first
-        Publisher(root / "certs").publish(SITE, LocalCA().issue([domain], issuer_self=True))
+        if prepublish:
+            Publisher(root / "certs").publish(SITE, LocalCA().issue([domain], issuer_self=True))
         compose_file = root / "compose.yaml"
         run([TLSBRIDGE, "-c", str(config), "compose", "-o", str(compose_file), "--image", nginx_image])
         env = {"TLSBRIDGE_HTTP_PORT": f"127.0.0.1:{http_port}",
@@ -105,7 +106,8 @@ def project(nginx_image: str) -> Iterator[Project]:
         p = Project(root, name, config, compose_file, https_port, domain, pebble, env)
         try:
             p.compose("up", "-d")
-            served_cert(https_port, domain)
+            if prepublish:
+                served_cert(https_port, domain)
             yield p
         finally:
             p.compose("down", "-v", "--remove-orphans", "-t", "2", check=False)
@@ -173,6 +175,20 @@ def test_a_stopped_webroot_nginx_fails_before_the_ca_is_asked(nginx_image: str) 
         killed = p.tb("renew", "--force")
         assert killed.returncode == 0, _out(killed)
         assert p.orders() == orders + 1
+        assert p.served() == p.published()
+
+
+def test_a_crash_looping_nginx_is_waited_for_then_issued(nginx_image: str) -> None:
+    """`docker compose up` before the first renew: nginx restarts in a loop (no certificate); the
+    pre-check waits for Docker to bring it up on the placeholder, then the CA is asked."""
+    with project(nginx_image, prepublish=False) as p:
+        deadline = time.monotonic() + 20
+        while p.nginx()["State"]["Status"] != "restarting":
+            assert time.monotonic() < deadline, p.nginx()["State"]
+            time.sleep(0.2)
+        first = p.tb("renew")
+        assert first.returncode == 0, _out(first)
+        assert p.orders() == 1
         assert p.served() == p.published()
 
 

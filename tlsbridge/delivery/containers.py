@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONTAINER_HTTP_WAIT = 2.0  # bootstrap: how long a started container gets to answer on port 80
+RESTART_WAIT = 15.0  # before the CA: how long a container Docker is restarting gets to come up
 _NGINX_MASTER = "nginx: master"
 
 
@@ -151,6 +152,7 @@ class DockerDeliverer:
             for t in serving:
                 if not t.info.running and not t.how and t.error is None:
                     self._bring_up(t, strict=False)
+                    self._wait_restarted(t)
                     self._wait_if_started(t)
                 if t.error or t.skip or t.how == "restarting":
                     name = t.info.name
@@ -351,6 +353,21 @@ class DockerDeliverer:
                                t.names, t.info.name, addr)
                 return
             time.sleep(0.05)
+
+    def _wait_restarted(self, t: _Target) -> None:
+        """A container Docker is restarting (nginx crash-looping until its placeholder existed):
+        wait for the engine to bring it up (its restart delay doubles from 100 ms)."""
+        if t.how != "restarting":
+            return
+        deadline = time.monotonic() + RESTART_WAIT
+        while time.monotonic() < deadline:
+            fresh = self._inspect(t.info.id)
+            if fresh is None or fresh.state in ("exited", "dead"):
+                return
+            if fresh.running:
+                t.info, t.how, t.since = fresh, "started", time.monotonic()
+                return
+            time.sleep(0.2)
 
     def _wait_if_started(self, t: _Target) -> None:
         if t.how == "started" and t.error is None:
