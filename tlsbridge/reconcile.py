@@ -27,7 +27,14 @@ from tlsbridge.adapters.publish import Publisher
 from tlsbridge.adapters.statestore import StateStore
 from tlsbridge.clock import Clock
 from tlsbridge.config import Config, Site
-from tlsbridge.errors import AriError, CertbotError, PublishError, RateLimitedError, TlsbridgeError
+from tlsbridge.errors import (
+    AriError,
+    CertbotError,
+    DockerError,
+    PublishError,
+    RateLimitedError,
+    TlsbridgeError,
+)
 from tlsbridge.model import (
     Action,
     AriAnswer,
@@ -50,7 +57,10 @@ class Obtainer(Protocol):
 
 
 class WindowSource(Protocol):
-    def window(self, cert_id: str, now: datetime) -> AriWindow | None: ...
+    """The CA's ARI window for a certificate; `ca`: the directory of the CA that issued it (a
+    fallback CA's certificate is asked about there), None for the primary."""
+
+    def window(self, cert_id: str, now: datetime, ca: str | None = None) -> AriWindow | None: ...
 
 
 class Deliverer(Protocol):
@@ -82,7 +92,8 @@ class Ports:
         published certificate cannot be read; one that is not a certificate counts as none."""
         lineage = self.certs.current_cert(name)
         try:
-            published = self.memo.read_cert(self.publisher.site_dir(name) / "cert.pem")
+            # One file, so one generation; a string path: this runs for every site on every pass
+            published = self.memo.read_cert(self.publisher.cert_path(name))
         except ValueError:
             published = None
         except OSError as exc:
@@ -110,6 +121,23 @@ class SiteOutcome:
     @property
     def backing_off(self) -> bool:
         return self.plan.decision.action is Action.WAIT
+
+
+def delivery_failure(name: str, state: SiteState, report: DeliveryReport) -> TlsbridgeError | None:
+    """Why a delivery batch failed a site, or None (decided from the report and the state alone).
+    A site whose targets could not be looked up (engine unreachable) fails when it was delivered
+    to some target before: its certificate is not served, and the next pass must retry. One that
+    never had a target (no Docker in use) only gets a warning, as before."""
+    if name in report.failed:
+        return report.failed[name]
+    if name in report.unreached:
+        exc = report.unreached[name]
+        if state.delivered_to:
+            before = ", ".join(sorted(state.delivered_to))
+            return DockerError(f"{exc} (it served this site before: {before}); "
+                               "the next pass delivers it without a new certificate")
+        logger.warning("%s (no target of this site was ever found, so this is not a failure)", exc)
+    return None
 
 
 class Reconciler:
@@ -149,7 +177,7 @@ class Reconciler:
     def _ask_ari(self, name: str, cert: ObservedCert, now: datetime) -> AriAnswer:
         assert cert.ari_cert_id is not None
         try:
-            return AriAnswer(self.ari.window(cert.ari_cert_id, now))
+            return AriAnswer(self.ari.window(cert.ari_cert_id, now, self.ports.certs.server(name)))
         except AriError as exc:
             logger.warning("site=%s ARI unavailable, using the cached window or the lifetime rule: %s",
                            name, exc)
@@ -160,6 +188,13 @@ class Reconciler:
                  dry_run: bool = False) -> list[SiteOutcome]:
         """Plan every site; bootstrap placeholders; obtain and publish per site; then deliver all
         that was published in one batch (one reload per container per pass)."""
+        try:
+            return self._run_pass(names, force=force, dry_run=dry_run)
+        finally:
+            self.ports.store.close()  # no connection outlives a pass
+
+    def _run_pass(self, names: Iterable[str] | None, *, force: bool,
+                  dry_run: bool) -> list[SiteOutcome]:
         sites = [self.cfg.sites[n] for n in names] if names else list(self.cfg.sites.values())
         memo = self.ports.memo
         # Certificates parsed by earlier processes: a one-shot renew with nothing changed then
@@ -214,15 +249,19 @@ class Reconciler:
         if delivering:
             assert self.deliverer is not None
             items = [(s, outcomes[s.name].cert) for s in delivering]
-            failed = self.deliverer.deliver([(s, c) for s, c in items if c is not None]).failed
+            report = self.deliverer.deliver([(s, c) for s, c in items if c is not None])
             for site in delivering:
                 state, outcome = states[site.name], outcomes[site.name]
-                if site.name in failed:
+                failure = delivery_failure(site.name, state, report)
+                if failure is not None:
                     outcomes[site.name], states[site.name] = self._failed(
-                        site, state, outcome.plan, failed[site.name], self.clock.now(), dry_run, outcome)
+                        site, state, outcome.plan, failure, self.clock.now(), dry_run, outcome)
                     continue
                 if outcome.cert is not None:
-                    state = replace(state, delivered=outcome.cert.fingerprint)
+                    fp = outcome.cert.fingerprint
+                    served = report.served.get(site.name)
+                    to = state.delivered_to if served is None else dict.fromkeys(served, fp)
+                    state = replace(state, delivered=fp, delivered_to=to)
                 states[site.name] = self._succeeded(site, state, outcome)
                 dirty.add(site.name)
         for site in sites:
@@ -236,7 +275,7 @@ class Reconciler:
         """The state after a successful apply; a new certificate gets its ARI window and moment."""
         now = self.clock.now()
         state = replace(state, failures=0, next_attempt=None, last_error=None, last_reason=None,
-                        last_success=now, last_attempt=now)
+                        last_success=now, last_attempt=now, retry_after=None)
         cert = outcome.cert
         if outcome.issued and cert is not None:
             ari = None
@@ -278,6 +317,7 @@ class Reconciler:
         certs, publisher = self.ports.certs, self.ports.publisher
         action = sp.decision.action
         if action in _OBTAIN:
+            publisher.check_writable(site.name)  # never spend an order that cannot be published
             logger.info("site=%s %s: %s", site.name, sp.decision.reason, sp.decision.message)
             self.obtainer.obtain(site, action)
             outcome.issued = True
@@ -301,8 +341,8 @@ class Reconciler:
         """Put what was just published into the memo, while the parser is loaded anyway: the
         next pass (and a next process) then only stat()s it."""
         try:
-            return self.ports.memo.read_cert(self.ports.publisher.site_dir(name) / "cert.pem")
-        except (OSError, ValueError):
+            return self.ports.memo.read_cert(self.ports.publisher.cert_path(name))  # observe()'s key
+        except (OSError, ValueError, PublishError):
             return None  # only a lost shortcut: the next pass reads it again
 
     def _failed(self, site: Site, state: SiteState, sp: SitePlan | None, exc: TlsbridgeError,
@@ -317,7 +357,7 @@ class Reconciler:
             failures = state.failures + 1
             retry_after = exc.retry_after if isinstance(exc, RateLimitedError) else None
             state = replace(state, failures=failures, last_error=str(exc), last_reason=reason,
-                            last_attempt=now,
+                            last_attempt=now, retry_after=retry_after,
                             next_attempt=policy.backoff(failures, self.rng, retry_after, now))
             try:
                 self.ports.store.save(site.name, state)

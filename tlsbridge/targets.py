@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from tlsbridge.config import Site
 
-SITE_LABEL = "tlsbridge.site"  # value: comma-separated site names
+SITE_LABEL = "tlsbridge.site"  # value: comma-separated site names, or "*" (every site)
 _EXIT = re.compile(r"^Exited \((-?\d+)\)")
 
 
@@ -58,8 +58,10 @@ class Resolution:
 
 
 def label_lists_site(value: str, site: str) -> bool:
-    """Whether a `tlsbridge.site` label value (comma-separated names) includes `site`."""
-    return site in {part.strip() for part in value.split(",")}
+    """Whether a `tlsbridge.site` label value (comma-separated names, or `*`: every site of the
+    instance whose certificates the container mounts) includes `site`."""
+    names = {part.strip() for part in value.split(",")}
+    return site in names or "*" in names
 
 
 def resolve(site: Site, containers: Sequence[ContainerInfo],

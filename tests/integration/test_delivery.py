@@ -110,7 +110,7 @@ def test_a_failed_config_test_is_not_reloaded_and_the_old_certificate_stays_serv
     assert box.reloads(nginx) == hups
     new = env.published("guard")
     assert new != old and box.serves(nginx, "guard.example.com", old)
-    assert env.status()["guard"]["state"] == "failing"
+    assert env.status()["guard"]["state"] == "undelivered"  # published, not served
 
     # Level-triggered repair: once the config is fixed, a plain renew delivers what is published.
     (conf / "broken.conf").unlink()
@@ -119,6 +119,7 @@ def test_a_failed_config_test_is_not_reloaded_and_the_old_certificate_stays_serv
     assert "NotDelivered" in fixed.stdout
     assert box.serves(nginx, "guard.example.com", new)
     assert box.reloads(nginx) == hups + 1
+    assert env.status()["guard"]["state"] == "valid"
 
 
 class _VanishingAdapter(DockerAdapter):

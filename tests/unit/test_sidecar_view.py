@@ -27,6 +27,7 @@ class Loop:
     busy_since: float | None = None
     alive: bool = True
     memo: CertMemo = field(default_factory=CertMemo)
+    passes_failing: bool = False
 
     def now(self) -> datetime:
         return T0

@@ -127,7 +127,8 @@ class DockerAdapter:
                                      f"(while trying to {what})") from exc
         except docker.errors.APIError as exc:
             explanation = str(exc.explanation or exc)
-            if exc.status_code == 409 and "not running" in explanation:
+            # "is restarting": an nginx in its restart loop (no certificate yet) between two tries
+            if exc.status_code == 409 and ("not running" in explanation or "is restarting" in explanation):
                 raise ContainerGoneError(f"container {name or '?'} is not running any more "
                                          f"(while trying to {what})") from exc
             raise DockerError(f"Docker refused to {what}: {explanation}") from exc

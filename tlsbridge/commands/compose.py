@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sidecar: a tlsbridge source folder with deploy/Dockerfile to "
                              "build the image from (default: the compose file's folder)")
     parser.add_argument("--sidecar-image", metavar="IMAGE",
-                        help="sidecar: run this tlsbridge image instead of building one")
+                        help="sidecar: run this tlsbridge image instead of building one (default when "
+                             "run in the sidecar image: that image, $TLSBRIDGE_IMAGE)")
     parser.add_argument("--socket-proxy-image", metavar="IMAGE",
                         help="--socket-proxy: the proxy's image, best pinned by digest "
                              "(NAME:TAG@sha256:...); default: tecnativa/docker-socket-proxy:latest, "
@@ -87,6 +88,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     nginx_dir = Path(os.path.abspath(args.nginx_dir)) if args.nginx_dir else base / "nginx"
     if nginx_dir.exists() and not nginx_dir.is_dir():
         raise UsageError(f"--nginx-dir {args.nginx_dir}: not a folder")
+    if args.sidecar_image is None and args.build_context is None:
+        # Run in the sidecar image (which names itself here), the stack runs that image.
+        args.sidecar_image = os.environ.get("TLSBRIDGE_IMAGE") or None
+    if out_file is not None and not os.access(base, os.W_OK):
+        raise UsageError(f"-o {args.output}: folder {base} is not writable by uid {os.getuid()}"
+                         + ("; run the image with --user \"$(id -u):$(id -g)\" (the folder's owner)"
+                            if os.environ.get("TLSBRIDGE_IMAGE") else ""))
     for opt, image in (("--image", args.image), ("--sidecar-image", args.sidecar_image),
                        ("--socket-proxy-image", args.socket_proxy_image)):
         if image is not None and not _IMAGE.fullmatch(image):
@@ -108,11 +116,28 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         nginx_dir=shown(nginx_dir, base),
         webroot=shown(cfg.challenge.webroot, base),
         image=args.image,
+        override=compose.override_name(out_file.name if out_file else "compose.yaml"),
     )
     if sidecar:
         spec = _sidecar_spec(cfg, spec, base, args)
     write_outputs(nginx_dir, snippets, out_file, compose.render(spec))
+    if out_file is not None:
+        write_override_once(base / spec.override, compose.render_override(spec))
     return 0
+
+
+def write_override_once(path: Path, text: str) -> None:
+    """Write the user's override starter unless a file (or link) is there: never overwritten."""
+    if os.path.lexists(path):
+        return
+    try:
+        with open(path, "x", encoding="utf-8") as fh:
+            fh.write(text)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise TlsbridgeError(f"cannot write {path}: {exc}") from exc
+    logger.info("wrote %s: your app and extra ports go there (never overwritten)", path)
 
 
 def write_outputs(nginx_dir: Path, snippets: dict[str, str], out_file: Path | None, text: str) -> None:

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONTAINER_HTTP_WAIT = 2.0  # bootstrap: how long a started container gets to answer on port 80
-RESTART_WAIT = 15.0  # before the CA: how long a container Docker is restarting gets to come up
+RESTART_WAIT = 30.0  # bootstrap: how long a restarting target gets to run again (Docker backs off)
+RESTART_STABLE = 0.5  # ... and how long it must then keep running
 _NGINX_MASTER = "nginx: master"
 
 
@@ -113,7 +114,9 @@ class DockerDeliverer:
         for t in targets:
             self._bring_up(t, strict=False)
         for t in targets:
-            if t.how == "started" and t.error is None:
+            if t.how == "restarting" and t.error is None:
+                self._wait_running(t)  # never run certbot against an nginx that is restarting
+            if t.how in ("started", "restarting") and t.error is None:
                 self._wait_up(t)
         for t in targets:
             if t.error:
@@ -152,8 +155,7 @@ class DockerDeliverer:
             for t in serving:
                 if not t.info.running and not t.how and t.error is None:
                     self._bring_up(t, strict=False)
-                    self._wait_restarted(t)
-                    self._wait_if_started(t)
+                    self._settle(t)
                 if t.error or t.skip or t.how == "restarting":
                     name = t.info.name
                     problems.append(t.error or (
@@ -183,7 +185,8 @@ class DockerDeliverer:
         """
         sw = self.swarm.deliver(items)
         errors: dict[str, TlsbridgeError] = dict(sw.errors)
-        targets = self._resolve([s for s, _ in items], errors, sw)
+        unreached: dict[str, TlsbridgeError] = {}
+        targets = self._resolve([s for s, _ in items], errors, sw, unreached)
         for t in targets:
             self._bring_up(t, strict=True)
             if t.error is None and not t.skip:
@@ -216,15 +219,22 @@ class DockerDeliverer:
         for probe, err in zip(probes, self.verifier(probes), strict=True):
             if err is not None:
                 errors.setdefault(probe.site.name, err)
-        return DeliveryReport(failed=errors, reloaded={k: v for k, v in reloaded.items() if v})
+        served = {s.name: tuple(sorted({t.info.name for t in targets if t.serves(s.name) and not t.skip}
+                                       | ({"swarm services"} if s.name in sw.sites else set())))
+                  for s, _ in items if s.name not in errors and s.name not in unreached}
+        return DeliveryReport(failed=errors, reloaded={k: v for k, v in reloaded.items() if v},
+                              served=served, unreached=unreached)
 
     # -- steps ------------------------------------------------------------------------------------
     def _resolve(self, sites: Sequence[Site], errors: dict[str, TlsbridgeError],
-                 swarm: SwarmOutcome | None = None) -> list[_Target]:
+                 swarm: SwarmOutcome | None = None,
+                 unreached: dict[str, TlsbridgeError] | None = None) -> list[_Target]:
         """Each container that is a target of any of `sites`, once, with the sites it serves.
 
         Task containers of the Swarm services in `swarm` are left out: they get certificates
-        through their service (secrets), not through a reload.
+        through their service (secrets), not through a reload. With the engine unreachable, a
+        site naming containers fails; the others go into `unreached` (the reconciler decides by
+        what was delivered before) or, without it, are logged.
         """
         skip = swarm.services if swarm is not None else frozenset()
         try:
@@ -234,6 +244,9 @@ class DockerDeliverer:
             for s in sites:
                 if s.reload:
                     errors[s.name] = DockerError(f"site={s.name}: {exc}")
+                elif unreached is not None:
+                    unreached[s.name] = DockerError(
+                        f"site={s.name}: cannot look for containers labelled {SITE_LABEL}={s.name}: {exc}")
                 else:
                     logger.warning("site=%s cannot look for containers labelled %s=%s: %s",
                                    s.name, SITE_LABEL, s.name, exc)
@@ -354,22 +367,35 @@ class DockerDeliverer:
                 return
             time.sleep(0.05)
 
-    def _wait_restarted(self, t: _Target) -> None:
-        """A container Docker is restarting (nginx crash-looping until its placeholder existed):
-        wait for the engine to bring it up (its restart delay doubles from 100 ms)."""
-        if t.how != "restarting":
-            return
+    def _wait_running(self, t: _Target) -> None:
+        """A target Docker is restarting (it crashed, e.g. on a missing certificate before the
+        placeholder): wait until it has run for RESTART_STABLE seconds, so that the CA does
+        not validate against an nginx that is still coming and going."""
         deadline = time.monotonic() + RESTART_WAIT
+        up_since: float | None = None
         while time.monotonic() < deadline:
             fresh = self._inspect(t.info.id)
-            if fresh is None or fresh.state in ("exited", "dead"):
+            if fresh is None:
+                t.error = f"container {t.info.name} disappeared while it was restarting"
                 return
+            now = time.monotonic()
             if fresh.running:
-                t.info, t.how, t.since = fresh, "started", time.monotonic()
-                return
-            time.sleep(0.2)
+                up_since = up_since if up_since is not None else now
+                if now - up_since >= RESTART_STABLE:
+                    t.info, t.how = fresh, "started"
+                    t.since = time.monotonic()
+                    logger.info("site=%s container %s runs again after restarting", t.names, t.info.name)
+                    return
+            else:
+                up_since = None
+            time.sleep(0.1)
+        t.error = (f"container {t.info.name} keeps restarting (waited {RESTART_WAIT:.0f} s for it to "
+                   f"run); see docker logs {t.info.name}")
 
-    def _wait_if_started(self, t: _Target) -> None:
+    def _settle(self, t: _Target) -> None:
+        """After `_bring_up` before the CA: a restarting target runs again, a started one answers."""
+        if t.how == "restarting" and t.error is None:
+            self._wait_running(t)
         if t.how == "started" and t.error is None:
             self._wait_up(t)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlsbridge.adapters.docker import DockerAdapter
+from tlsbridge.adapters.publish import Publisher
 from tlsbridge.adapters.swarm import SwarmAdapter
 from tlsbridge.certinfo import parse_pem
 from tlsbridge.config import Config, Site
@@ -245,13 +246,10 @@ class SwarmDelivery:
     def _read(self, site: Site, fingerprint: str | None) -> dict[str, bytes]:
         """The published fullchain and key, from one generation (never a mix of two)."""
         folder = Path(self.cfg.publish.dir) / site.name
-        gen = folder / "current"
-        base = gen.resolve() if gen.is_symlink() else folder
-        try:
-            files = {f: (base / f).read_bytes() for f in FILES}
-        except OSError as exc:
-            raise PublishError(f"site={site.name}: cannot read the published certificate in "
-                               f"{folder}: {exc}") from exc
+        published = Publisher(Path(self.cfg.publish.dir)).read_files(site.name)
+        if published is None:
+            raise PublishError(f"site={site.name}: nothing is published in {folder}")
+        files = {f: published.by_name()[f] for f in FILES}
         got = parse_pem(files["fullchain.pem"]).fingerprint
         if fingerprint is not None and got != fingerprint:
             raise PublishError(f"site={site.name}: the published certificate changed while it was "

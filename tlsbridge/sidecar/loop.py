@@ -14,7 +14,8 @@ Threads and who does what:
 
 Signals: SIGTERM/SIGINT stop after the current step (a pass still running after GRACE seconds
 is abandoned; publication is atomic, so nothing is half-published); SIGHUP reloads the config
-(an invalid one is logged and the old one kept).
+(an invalid one is logged and the old one kept). The config file is also watched
+(sidecar.configwatch: polled every 2 s), so an edited config is picked up without a signal.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from tlsbridge.adapters.certmemo import CertMemo, memo_file
+from tlsbridge.adapters.lock import LockBusy, PassLock
 from tlsbridge.clock import Clock, to_wall
 from tlsbridge.config import Config
 from tlsbridge.durations import format_duration
 from tlsbridge.errors import TlsbridgeError
 from tlsbridge.sidecar import timetable
+from tlsbridge.sidecar.configwatch import ConfigWatch
 from tlsbridge.sidecar.metrics import Metrics
 from tlsbridge.sidecar.requests import STOP, Batch, Kind, PassAbandoned, Request, merge, work
 from tlsbridge.sidecar.timetable import Wakeup
@@ -46,22 +49,26 @@ from tlsbridge.sidecar.watch import CONNECTED, DockerWatcher
 
 if TYPE_CHECKING:
     from tlsbridge.model import DeliveryReport
+    from tlsbridge.notify.dispatch import Notifier
     from tlsbridge.reconcile import Reconciler
     from tlsbridge.sidecar.endpoint import HttpApi
+    from tlsbridge.status import SiteStatus
 
 logger = logging.getLogger(__name__)
 
 GRACE = 4.0  # seconds a running pass gets to finish after SIGTERM before it is abandoned
 SIGNAL_POLL = 0.5  # seconds: the longest an idle loop takes to run a signal caught by another thread
+LOCK_WAIT = 600.0  # seconds a pass waits for another one (a `renew`) holding the pass lock
+UNHEALTHY_AFTER = 3  # whole passes failed in a row before /healthz answers 503
 
 BuildReconciler = Callable[[Config, Clock, CertMemo, "Callable[[DeliveryReport], None]"], "Reconciler"]
 
 
 def _build_reconciler(cfg: Config, clock: Clock, memo: CertMemo,
                       on_delivered: Callable[[DeliveryReport], None]) -> Reconciler:
-    from tlsbridge.wiring import build_reconciler
+    from tlsbridge.sidecar.worker import build_reconciler  # work to do: in a child process
 
-    return build_reconciler(cfg, clock, memo, on_delivered=on_delivered)
+    return build_reconciler(cfg, clock, memo, on_delivered)
 
 
 class Sidecar:
@@ -70,7 +77,7 @@ class Sidecar:
     def __init__(self, cfg: Config, load_config: Callable[[], Config], clock: Clock, *,
                  host: str, port: int, rng: random.Random | None = None,
                  watch_docker: bool = True, token: str | None = None,
-                 build: BuildReconciler = _build_reconciler) -> None:
+                 build: BuildReconciler = _build_reconciler, watch_config: bool = True) -> None:
         self.cfg = cfg
         self._load_config = load_config
         self._build = build
@@ -92,6 +99,8 @@ class Sidecar:
         self.scheduler = self._make_scheduler()
         self.watcher: DockerWatcher | None = None
         self._watch_docker = watch_docker
+        self.notifier: Notifier | None = None  # made at the first pass with notify.urls set
+        self.config_watch = ConfigWatch(lambda: Path(self.cfg.source), self.enqueue) if watch_config else None
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -113,6 +122,8 @@ class Sidecar:
                     format_duration(c.renewal.jitter))
         if self._watch_docker:
             self._start_watcher()
+        if self.config_watch is not None:
+            self.config_watch.start()
         self.queue.put(Request(Kind.PASS, None, "start"))
         try:
             while True:
@@ -159,10 +170,14 @@ class Sidecar:
         self.stopping = True
         if self.watcher is not None:
             self.watcher.stop()
+        if self.config_watch is not None:
+            self.config_watch.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self.http is not None:
             self.http.stop()
+        if self.notifier is not None:  # the last pass's messages: at most GRACE seconds more
+            self.notifier.close(wait=GRACE)
         logger.info("run: stopped")
 
     # -- signals (handlers run in the main thread, between bytecodes: keep them tiny) ------------
@@ -209,9 +224,14 @@ class Sidecar:
         start = time.perf_counter()
         started = self.clock.now()
         self.busy_since = time.monotonic()
+        lock = PassLock(self.cfg.state.dir)  # one pass at a time per config, also with `renew`
         try:
+            lock.acquire(LOCK_WAIT, stop=lambda: self.stopping, on_wait=lambda pid: logger.info(
+                "run: waiting for the pass of PID %s to finish", pid or "?"))
             outcomes = self.reconciler.run_pass(names)
         except Exception as exc:  # noqa: BLE001 - the daemon outlives any one failed pass
+            if self.stopping and isinstance(exc, LockBusy):
+                return
             self._failed_passes += 1
             self.metrics.pass_errors.inc()
             retry = timetable.pass_retry(self.clock.now(), self.cfg.renewal.check_interval,
@@ -225,6 +245,7 @@ class Sidecar:
                 self.view.ready = True  # the first pass did finish, if badly: /readyz must say so
             return
         finally:
+            lock.release()
             self.busy_since = None
         elapsed = time.perf_counter() - start
         self._failed_passes = 0
@@ -252,6 +273,12 @@ class Sidecar:
             self.view.ready = True
             logger.info("run: first pass done; ready")
 
+    @property
+    def passes_failing(self) -> bool:
+        """Passes cannot run at all (several in a row failed as a whole): /healthz says 503 so
+        that an orchestrator restarts the sidecar."""
+        return self._failed_passes >= UNHEALTHY_AFTER
+
     def _reconciler(self, cfg: Config) -> Reconciler:
         return self._build(cfg, self.clock, self.memo, self._delivered)
 
@@ -269,6 +296,7 @@ class Sidecar:
         timings = [timetable.SiteTiming(r.name, r.renew_after, r.site_state) for r in rows]
         wakeups = timetable.site_wakeups(timings, now)
         self.view.update_metrics(rows, wakeups)
+        self._notify(rows, now)
         for name in set(self.wakeups) - set(wakeups):
             self._remove_job(f"due:{name}")
         for name, w in wakeups.items():
@@ -276,6 +304,15 @@ class Sidecar:
             if old is None or old.at != w.at:
                 self._add_job(f"due:{name}", w.at, Request(Kind.PASS, frozenset({name}), f"due: {name}"))
         self.wakeups = wakeups
+
+    def _notify(self, rows: list[SiteStatus], now: datetime) -> None:
+        """notify.urls: announce what changed (sent from a background thread: no pass waits)."""
+        if self.cfg.notify.enabled:
+            from tlsbridge.notify.dispatch import Notifier
+
+            if self.notifier is None or self.notifier.cfg != self.cfg.notify:
+                self.notifier = Notifier(self.cfg.notify, self.cfg.state.dir, background=True)
+            self.notifier.after_pass(rows, now, self.view.next_check)
 
     def _verify(self, names: list[str]) -> None:
         """Check that the sites' containers serve what is published (after a container start)."""
@@ -308,16 +345,16 @@ class Sidecar:
 
     # -- config reload ---------------------------------------------------------------------------
     def _reload_config(self) -> bool:
-        """SIGHUP: load the config again; True when it changed (then a full pass follows)."""
+        """SIGHUP or a changed file: load the config again; True when it changed (a full pass follows)."""
         try:
             cfg = self._load_config()
         except TlsbridgeError as exc:
             self.metrics.config_reloads.labels("error").inc()
-            logger.error("run: SIGHUP: the config is invalid, keeping the running one: %s", exc)
+            logger.error("run: config reload: the config is invalid, keeping the running one: %s", exc)
             return False
         self.metrics.config_reloads.labels("ok").inc()
         if cfg == self.cfg:
-            logger.info("run: SIGHUP: the config is unchanged")
+            logger.info("run: config reload: the config is unchanged")
             return False
         docker_changed = cfg.docker != self.cfg.docker
         self.cfg = cfg
@@ -328,7 +365,7 @@ class Sidecar:
             self._remove_job(f"due:{name}")
         self.wakeups = {k: w for k, w in self.wakeups.items() if k in cfg.sites}
         self.metrics.forget_sites(cfg.sites)
-        logger.info("run: SIGHUP: config reloaded from %s (%d site(s)); running a pass",
+        logger.info("run: config reloaded from %s (%d site(s)); running a pass",
                     cfg.source, len(cfg.sites))
         return True
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from tlsbridge import __version__
 from tlsbridge.model import Action
-from tlsbridge.render.status_page import PageMeta, PageRow, render
+from tlsbridge.render.status_page import PER_PAGE, PageMeta, PageRow, attention, page_count, render
 from tlsbridge.sidecar.metrics import CONTENT_TYPE, Metrics
 from tlsbridge.sidecar.timetable import Wakeup
 
@@ -41,6 +41,8 @@ class LoopState(Protocol):
     def busy_since(self) -> float | None: ...  # monotonic start of the step underway
     @property
     def memo(self) -> CertMemo: ...  # the process's parsed certificates
+    @property
+    def passes_failing(self) -> bool: ...  # whole passes keep failing: /healthz says 503
     def now(self) -> datetime: ...
     def scheduler_alive(self) -> bool: ...
 
@@ -55,6 +57,7 @@ class SidecarView:
         self.next_check: datetime | None = None
         self.outcomes: dict[str, str] = {}
         self.docker_state: str | None = None  # "connected" | "reconnecting" | None (not watching)
+        self.rows: Sequence[SiteStatus] = ()  # every site's status after the last pass
 
     # -- fed by the main thread ------------------------------------------------------------------
     def record(self, outcomes: Sequence[SiteOutcome], now: datetime) -> None:
@@ -73,6 +76,7 @@ class SidecarView:
         self.last_pass = now
 
     def update_metrics(self, rows: Sequence[SiteStatus], wakeups: Mapping[str, Wakeup]) -> None:
+        self.rows = rows
         sites = {}
         for r in rows:
             real = r.cert if r.cert is not None and not r.cert.placeholder else None
@@ -85,6 +89,7 @@ class SidecarView:
                 "last_success": st.last_success,
                 "next_wakeup": w.at if w else None,
                 "failures": st.failures,
+                "undelivered": 1 if r.state == "undelivered" else 0,
             }
         self._metrics.set_sites(sites)
 
@@ -92,10 +97,12 @@ class SidecarView:
     def health(self) -> tuple[bool, dict[str, object]]:
         loop = self.loop
         stopping = loop.stopping
-        alive = loop.scheduler_alive() and not stopping
+        failing = loop.passes_failing
+        alive = loop.scheduler_alive() and not stopping and not failing
         busy = loop.busy_since
         body: dict[str, object] = {
-            "status": "ok" if alive else "stopping" if stopping else "scheduler stopped",
+            "status": "ok" if alive else "stopping" if stopping else
+                      "passes cannot run" if failing else "scheduler stopped",
             "ready": self.ready,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "busy_seconds": round(time.monotonic() - busy, 3) if busy is not None else None,
@@ -110,7 +117,10 @@ class SidecarView:
     def metrics(self) -> tuple[bytes, str]:
         return self._metrics.render(), CONTENT_TYPE
 
-    def status_page(self) -> str:
+    def status_page(self, page: int = 1) -> str:
+        """Up to PER_PAGE sites: their rows re-read from local files now (current days left and
+        states); past that, which sites make up page `page`, and the summary, come from the
+        statuses of the last pass (what needs attention first)."""
         from tlsbridge.status import collect
         from tlsbridge.wiring import build_ports
 
@@ -118,10 +128,29 @@ class SidecarView:
         cfg, wakeups, outcomes = loop.cfg, loop.wakeups, self.outcomes
         now = loop.now()
         ports = build_ports(cfg, loop.memo)  # its own state store: this is an HTTP thread
-        rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in collect(cfg, ports, now)]
         meta = PageMeta(version=__version__, ready=self.ready, last_pass=self.last_pass,
                         next_check=self.next_check, docker=self.docker_state)
-        return render(rows, now, meta)
+        try:
+            if len(cfg.sites) <= PER_PAGE:
+                fresh = collect(cfg, ports, now)
+                fresh.sort(key=lambda r: attention(r.state, r.site_state.failures))
+                return render([page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in fresh],
+                              now, meta)
+            known = {r.name: r for r in self.rows if r.name in cfg.sites}
+            unknown = [n for n in cfg.sites if n not in known]  # added since (a pass follows a reload)
+            order = unknown + sorted(known, key=lambda n: attention(known[n].state,
+                                                                      known[n].site_state.failures))
+            counts: dict[str, int] = {"missing": len(unknown)} if unknown else {}
+            for r in known.values():
+                counts[r.state] = counts.get(r.state, 0) + 1
+            pages = page_count(len(order))
+            page = min(max(page, 1), pages)
+            names = order[(page - 1) * PER_PAGE:page * PER_PAGE]
+            rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name))
+                    for r in collect(cfg, ports, now, names)]
+            return render(rows, now, meta, counts=counts, page=page, pages=pages)
+        finally:
+            ports.store.close()
 
 
 def page_row(r: SiteStatus, wakeup: Wakeup | None, outcome: str | None) -> PageRow:
@@ -141,6 +170,8 @@ def page_row(r: SiteStatus, wakeup: Wakeup | None, outcome: str | None) -> PageR
         last_error=r.last_error if st.failures else None,
         last_success=st.last_success,
         failures=st.failures,
+        ca=r.ca_label if r.ca else None,
+        retry_after=r.retry_after,
     )
 
 
