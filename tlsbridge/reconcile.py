@@ -73,6 +73,7 @@ class Deliverer(Protocol):
     """
 
     def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]: ...
+    def precheck(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]: ...
     def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport: ...
 
 
@@ -224,7 +225,11 @@ class Reconciler:
                 todo.append(site)
                 if verdict.bootstrap:
                     bootstrap.append((site, obs.published))
-        blocked = self._bootstrap(bootstrap)
+        blocked = dict(self._bootstrap(bootstrap))
+        if self.deliverer is not None:  # never spend a validation that cannot succeed
+            booted = {s.name for s, _ in bootstrap}
+            blocked.update(self.deliverer.precheck([
+                s for s in todo if s.name not in booted and outcomes[s.name].plan.decision.action in _OBTAIN]))
         delivering: list[Site] = []
         for site in todo:
             outcome = outcomes[site.name]

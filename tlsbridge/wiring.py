@@ -45,6 +45,11 @@ class LazyDeliverer:
     def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
         return self.real.bootstrap(sites)
 
+    def precheck(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
+        if not any(s.challenge.method == "webroot" for s in sites):
+            return {}  # nothing to check: Docker is not even imported
+        return self.real.precheck(sites)
+
     def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport:
         report = self.real.deliver(items)
         if self._on_delivered is not None:

@@ -53,6 +53,9 @@ class Deliverer:
         self.log.append("bootstrap " + ",".join(s.name for s in sites))
         return {}
 
+    def precheck(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
+        return {}
+
     def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport:
         self.log.append("deliver " + ",".join(s.name for s, _ in items))
         names = [s.name for s, _ in items]

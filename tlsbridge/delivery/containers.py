@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from tlsbridge.adapters.docker import ContainerGoneError, DockerAdapter
 from tlsbridge.config import Config, Site
+from tlsbridge.delivery.scope import Scope, host_path, own_scope
 from tlsbridge.delivery.swarm_plan import SERVICE_LABEL as SWARM_SERVICE_LABEL
 from tlsbridge.delivery.verify import VERIFY_SETTLE, VERIFY_TIMEOUT, Probe, Verifier, site_probes
 from tlsbridge.errors import DockerError, ReloadError, TlsbridgeError
@@ -75,6 +76,14 @@ class DockerDeliverer:
         self._docker = docker
         self.verifier = Verifier(timeout=verify_timeout, settle=settle)
         self._swarm: SwarmDelivery | None = None
+        self._scope: Scope | None = None
+
+    @property
+    def scope(self) -> Scope:
+        """Which labelled containers are this instance's (delivery.scope), found once."""
+        if self._scope is None:
+            self._scope = own_scope(self.cfg.publish.dir, self.docker)
+        return self._scope
 
     @property
     def docker(self) -> DockerAdapter:
@@ -114,11 +123,58 @@ class DockerDeliverer:
                 for s in t.sites:
                     errors.setdefault(s.name, ReloadError(f"site={s.name}: {t.error}"))
         if self.cfg.challenge.method == "webroot":
+            errors.update(self.precheck([s for s in sites if s.name not in errors]))
             return errors
         for name, exc in errors.items():
             logger.warning("site=%s bootstrap: %s (going on: the %s challenge does not need nginx)",
                            name, exc, self.cfg.challenge.method)
         return {}
+
+    def precheck(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
+        """Before the CA is asked (webroot sites): the targets mounting the challenge webroot run
+        (started when they are ours to start) and one of them answers a self-check token on port
+        80. Returns the sites that must not go to the CA. A site none of whose targets mounts the
+        webroot is not checked (another server answers), nor is one when Docker cannot be read."""
+        from tlsbridge.delivery.challenge import self_check, serves_webroot
+
+        web = [s for s in sites if s.challenge.method == "webroot"]
+        if not web:
+            return {}
+        ignored: dict[str, TlsbridgeError] = {}
+        targets = self._resolve(web, ignored)
+        if not targets:
+            return {}
+        own = self.docker.own_container()
+        mounts = own.mounts if own is not None else None
+        errors: dict[str, TlsbridgeError] = {}
+        for site in web:
+            webroot = host_path(str(site.challenge.webroot), mounts)
+            serving = [t for t in targets if t.serves(site.name) and webroot is not None
+                       and serves_webroot(t.info, webroot)]
+            problems: list[str] = []
+            for t in serving:
+                if not t.info.running and not t.how and t.error is None:
+                    self._bring_up(t, strict=False)
+                    self._settle(t)
+                if t.error or t.skip or t.how == "restarting":
+                    name = t.info.name
+                    problems.append(t.error or (
+                        f"container {name}, which answers it, was stopped on purpose (exit code 0); "
+                        f"start it (docker start {name}) and run renew again" if t.skip else
+                        f"container {name}, which answers it, is restarting (see docker logs {name})"))
+                    continue
+                addr = probe_address(t.info, self.docker.own_networks())
+                why = None if addr is None else (  # unreachable from here: the CA decides
+                    self_check(addr, site.challenge.webroot, site.domains[0], t.info.name))
+                if why is None:
+                    problems = []
+                    break
+                problems.append(why)
+            if problems:
+                errors[site.name] = ReloadError(
+                    f"site={site.name}: not asking the CA, the HTTP-01 validation would fail: "
+                    + "; ".join(problems))
+        return errors
 
     # -- delivery: reload once per container, then verify -----------------------------------------
     def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport:
@@ -204,7 +260,10 @@ class DockerDeliverer:
             return []
         targets: dict[str, _Target] = {}
         for s in sites:
-            res = resolve(s, containers)
+            res = resolve(s, containers, self.scope.owns)
+            if res.ignored:
+                logger.debug("site=%s ignoring %s: another tlsbridge's (they do not mount %s)",
+                             s.name, ", ".join(c.name for c in res.ignored), self.cfg.publish.dir)
             for warning in res.warnings:
                 logger.warning("site=%s %s", s.name, warning)
             if res.errors:
@@ -244,6 +303,8 @@ class DockerDeliverer:
                 if action == "start":
                     self.docker.start(c.id, c.name)
                     t.how = "started"
+                    # Its address exists only now: verify with what the engine says after the start.
+                    t.info = self._inspect(c.id) or c
                 elif action == "wait":
                     t.how = "restarting"
                 elif action == "skip":
@@ -337,6 +398,13 @@ class DockerDeliverer:
             time.sleep(0.1)
         t.error = (f"container {t.info.name} keeps restarting (waited {RESTART_WAIT:.0f} s for it to "
                    f"run); see docker logs {t.info.name}")
+
+    def _settle(self, t: _Target) -> None:
+        """After `_bring_up` before the CA: a restarting target runs again, a started one answers."""
+        if t.how == "restarting" and t.error is None:
+            self._wait_running(t)
+        if t.how == "started" and t.error is None:
+            self._wait_up(t)
 
     def _alive(self, t: _Target) -> Callable[[], str | None]:
         return lambda: self._died(t)
