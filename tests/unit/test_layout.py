@@ -117,3 +117,12 @@ def test_no_module_over_the_line_limit() -> None:
 def test_few_modules_directly_in_the_package() -> None:
     root = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(root) <= MAX_ROOT_MODULES, root
+
+
+def test_test_modules_have_unique_names() -> None:
+    """tests/ has no __init__.py: two test modules of one basename stop pytest's collection."""
+    tests = Path(__file__).resolve().parents[1]
+    seen: dict[str, Path] = {}
+    for path in sorted(tests.rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a name"
+        seen[path.name] = path
