@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from tlsbridge.delivery.swarm_plan import INSTANCE_LABEL  # on our container: names our secrets
 from tlsbridge.targets import ContainerInfo, Mount
 
 if TYPE_CHECKING:
@@ -42,10 +43,12 @@ MOUNT_POINT = "/etc/tlsbridge/certs"  # where the docs and generated files mount
 @dataclass(frozen=True)
 class Scope:
     """This instance's published folder on the Docker host (None: unknown, nothing filtered),
-    and the Swarm stack tlsbridge runs in (None: on the host, or not in a stack)."""
+    the Swarm stack tlsbridge runs in (None: on the host, or not in a stack), and the instance
+    name its stack file gives it (None: unnamed, the Swarm secrets of old stack files)."""
 
     publish: str | None
     stack: str | None = None
+    instance: str | None = None
 
     def owns(self, c: ContainerInfo) -> bool:
         """Whether `c` is this instance's: it mounts our published folder, or at least nothing
@@ -102,8 +105,10 @@ def host_path(path: str, own_mounts: Sequence[Mount] | None) -> str | None:
 
 def scope_for(publish_dir: Path, own: ContainerInfo | None) -> Scope:
     """Pure: the scope of an instance publishing into `publish_dir`, running in `own` (None: host)."""
-    return Scope(host_path(str(publish_dir), own.mounts if own is not None else None),
-                 own.labels.get(STACK_LABEL) if own is not None else None)
+    if own is None:
+        return Scope(host_path(str(publish_dir), None))
+    return Scope(host_path(str(publish_dir), own.mounts), own.labels.get(STACK_LABEL),
+                 own.labels.get(INSTANCE_LABEL) or None)
 
 
 def own_scope(publish_dir: Path, docker: DockerAdapter) -> Scope:
