@@ -60,18 +60,21 @@ class Scope:
         """The mount through which `c` sees this instance's published folder, if any."""
         if self.publish is None:
             return None
-        for m in c.mounts:
-            if m.type not in ("bind", "volume") or not m.source:
-                continue
-            for src in {m.source, os.path.realpath(m.source)}:
-                if within(self.publish, src) or within(src, self.publish):
-                    return m
-        return None
+        return next((m for m in c.mounts if shows(m, self.publish)), None)
 
     def owns_service(self, labels: Mapping[str, str] | None) -> bool:
         """A Swarm service is ours when it is in our stack (or when we run in none: tlsbridge on
         a manager's host, or a sidecar started outside `docker stack deploy`)."""
         return self.stack is None or (labels or {}).get(STACK_LABEL) == self.stack
+
+
+def shows(m: Mount, folder: str) -> bool:
+    """The one "is this ours" predicate (delivery's scope and discovery's nginx): whether a bind
+    or volume mount shows `folder` (a path on the Docker host): the folder itself, a parent of
+    it, or a folder inside it."""
+    if m.type not in ("bind", "volume") or not m.source or not folder:
+        return False
+    return any(within(folder, src) or within(src, folder) for src in {m.source, os.path.realpath(m.source)})
 
 
 def foreign_mount(c: ContainerInfo) -> Mount | None:
