@@ -368,3 +368,118 @@ def test_two_generated_stacks_with_the_same_site_name_keep_to_their_own_secrets(
         assert not client.configs.list(filters={"label": f"com.docker.stack.namespace={n}"})
         assert not client.volumes.list(filters={"label": f"com.docker.stack.namespace={n}"})
     assert not client.secrets.list(filters={"label": f"tlsbridge.site={site}"})
+
+
+def test_a_stack_from_before_stack_names_moves_onto_its_own_secrets_without_a_placeholder(
+        tmp_path: Path, acme: PebbleServer, swarm: str, docker_engine: Any, sidecar_image: str) -> None:
+    """docs/swarm.md "Upgrading a stack generated before stack names": a running stack whose file
+    names the unnamed secrets (tlsbridge-<site>-...) and has no tlsbridge.stack label; its new
+    secrets are created inside its tlsbridge task from the published certificate, then the
+    regenerated file is deployed: nginx serves the same certificate throughout, never a
+    placeholder, and later renewals go into the stack's own secrets."""
+    from tlsbridge import config as config_mod
+    from tlsbridge.adapters.docker import DockerAdapter
+    from tlsbridge.clock import SystemClock
+    from tlsbridge.delivery.swarm_rollout import create_placeholder_pairs
+
+    client = docker_engine
+    site = f"up{secrets.token_hex(3)}"
+    domain = f"{site}.example.com"
+    name = f"tbup{secrets.token_hex(3)}"
+    https_port = free_port()
+    env = {"TLSBRIDGE_HTTP_PORT": str(acme.http_01_port), "TLSBRIDGE_HTTPS_PORT": str(https_port)}
+    gateway = gateway_ip(client, "docker_gwbridge")
+    forwarder = Forwarder(gateway, ("127.0.0.1", acme.acme_port))
+    node = client.nodes.get(swarm)
+    add_label = node.attrs["Spec"].get("Labels", {}).get("tlsbridge") != "true"
+    nginx = f"{name}_nginx"
+    files = ("fullchain.pem", "privkey.pem")
+    try:
+        if add_label:
+            sh("docker", "node", "update", "--label-add", "tlsbridge=true", swarm)
+        config = write_config(tmp_path, acme, forwarder.port, site)
+        override = tmp_path / "test-override.yml"
+        override.write_text(yaml.safe_dump({"version": "3.8", "services": {"tlsbridge": {
+            "extra_hosts": [f"{PEBBLE_NAME}:{gateway}"]}}}))
+        # The file an earlier tlsbridge wrote: unnamed secrets, no tlsbridge.stack label.
+        old_file = tmp_path / "old-stack.yml"
+        assert generate(config, "--publish-mode", "host", "--stack", name, "-o", str(old_file)).returncode == 0
+        doc = yaml.safe_load(old_file.read_text())
+        del doc["services"]["tlsbridge"]["labels"]
+        for f in files:
+            doc["secrets"][f"{site}-{f.removesuffix('.pem')}"]["name"] = secret_name(site, f)
+        old_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+        cfg = config_mod.load(config)
+        docker = DockerAdapter(cfg.docker)
+        try:
+            assert create_placeholder_pairs(cfg, docker, SystemClock().now()) == [site]
+        finally:
+            docker.close()
+        deploy = sh("docker", "stack", "deploy", "--detach=true", "--resolve-image", "never",
+                    "-c", str(old_file), "-c", str(override), name, env=env)
+        assert deploy.returncode == 0, deploy.stderr
+        issued = wait_issued(https_port, domain, name)
+        fp = fingerprint(issued)
+        deadline = time.monotonic() + 20
+        while {labels[FINGERPRINT_LABEL] for labels in site_secrets(client, site).values()
+               if labels.get(STABLE_LABEL) == "true"} != {fp}:
+            assert time.monotonic() < deadline, site_secrets(client, site)
+            time.sleep(0.2)
+        assert all(INSTANCE_LABEL not in labels for labels in site_secrets(client, site).values())
+
+        # From the host nothing is published for this site: refused, no placeholder created.
+        new_file = tmp_path / "stack.yml"
+        refused = generate(config, "--publish-mode", "host", "--stack", name, "--create-secrets",
+                           "-o", str(new_file))
+        assert refused.returncode == 1 and "before stacks named their secrets" in refused.stderr, refused.stderr
+        assert not stable_fingerprints(client, site, name)
+        # Inside the tlsbridge task: the new pair holds the published certificate.
+        task = client.containers.list(filters={"label": f"com.docker.swarm.service.name={name}_tlsbridge"})[0]
+        code, out = task.exec_run(["tlsbridge", "-c", "/etc/tlsbridge/tlsbridge.yaml", "compose", "--swarm",
+                                   "--stack", name, "--create-secrets", "-o", "/tmp/stack.yml"])
+        assert code == 0 and f"site={site} created its secrets from the published certificate" in out.decode(), \
+            out.decode()
+        assert stable_fingerprints(client, site, name) == {fp}
+
+        before = update_started(client, nginx)
+        again = sh("docker", "stack", "deploy", "--detach=true", "--resolve-image", "never",
+                   "-c", str(new_file), "-c", str(override), name, env=env)
+        assert again.returncode == 0, again.stderr
+        assert wait_converged(client, nginx, after=before) == "completed"
+        assert service_secret_names(client, nginx) == sorted(secret_name(site, f, instance=name) for f in files)
+        assert serves("127.0.0.1", https_port, domain, pem_of(issued))
+
+        # The new tlsbridge task (labelled now) renews into the stack's own secrets.
+        deadline = time.monotonic() + 60
+        while True:
+            tasks = client.containers.list(filters={"label": f"com.docker.swarm.service.name={name}_tlsbridge"})
+            if tasks and tasks[0].labels.get(INSTANCE_LABEL) == name and tasks[0].status == "running":
+                break
+            assert time.monotonic() < deadline, "the tlsbridge task was not replaced"
+            time.sleep(0.5)
+        code, out = tasks[0].exec_run(["tlsbridge", "-c", "/etc/tlsbridge/tlsbridge.yaml", "renew", "--force"])
+        assert code == 0, out.decode()
+        renewed = fingerprint(served_leaf("127.0.0.1", https_port, domain, timeout=2))
+        assert renewed != fp
+        assert service_secret_names(client, nginx) == sorted(secret_name(site, f, renewed, name) for f in files)
+        wait_stable(client, site, name, renewed)
+        unnamed = {n: v for n, v in site_secrets(client, site).items() if INSTANCE_LABEL not in v}
+        assert sorted(unnamed) == sorted(secret_name(site, f) for f in files)  # left alone
+    finally:
+        forwarder.close()
+        sh("docker", "stack", "rm", name)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and client.containers.list(
+                all=True, filters={"label": f"com.docker.stack.namespace={name}"}):
+            time.sleep(0.5)
+        for s in client.secrets.list(filters={"label": f"tlsbridge.site={site}"}):
+            s.remove()
+        for v in client.volumes.list(filters={"label": f"com.docker.stack.namespace={name}"}):
+            v.remove(force=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and client.networks.list(names=[f"{name}_default"]):
+            time.sleep(0.5)
+        if add_label:
+            sh("docker", "node", "update", "--label-rm", "tlsbridge", swarm)
+    assert not client.secrets.list(filters={"label": f"tlsbridge.site={site}"})
+    assert not client.configs.list(filters={"label": f"com.docker.stack.namespace={name}"})

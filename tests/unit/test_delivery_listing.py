@@ -11,6 +11,7 @@ def test_a_listing_serves_only_its_own_sites_and_only_while_young() -> None:
     assert not got.covers(["a", "c"], now=101.0)  # a site the pre-check did not list for
     assert not got.covers(["a"], now=100.0 + MAX_AGE)  # from an earlier pass
     assert not got.covers(["a"], now=99.0)
+    assert got.young(now=101.0) and not got.young(now=100.0 + MAX_AGE)
 
 
 def test_each_message_once_per_site() -> None:

@@ -237,7 +237,7 @@ class DockerDeliverer:
         try:
             if not reused or listing is None:
                 listing = Listing(self.docker.containers(), frozenset(names),
-                                  logged=listing.logged if reuse and listing else set())
+                                  logged=listing.logged if reuse and listing and listing.young() else set())
         except DockerError as exc:
             for s in sites:
                 if s.reload:

@@ -32,9 +32,12 @@ class Listing:
     at: float = field(default_factory=time.monotonic)
     logged: set[tuple[str, str]] = field(default_factory=set)  # (site, message) already logged
 
+    def young(self, now: float | None = None) -> bool:
+        """Taken in this pass, as far as can be told (within MAX_AGE)."""
+        return 0 <= (time.monotonic() if now is None else now) - self.at < MAX_AGE
+
     def covers(self, sites: Iterable[str], now: float | None = None) -> bool:
-        age = (time.monotonic() if now is None else now) - self.at
-        return 0 <= age < MAX_AGE and frozenset(sites) <= self.sites
+        return self.young(now) and frozenset(sites) <= self.sites
 
     def first_time(self, site: str, message: str) -> bool:
         """Whether this message about this site is new in this pass (and remember it)."""
