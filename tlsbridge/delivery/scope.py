@@ -18,8 +18,10 @@ Containers named in `reload: - container: NAME` are the user's explicit choice a
 scope. When the published folder's host location cannot be told (publish.dir on no mount of
 tlsbridge's own container, which `doctor` reports), nothing is filtered.
 
-The predicate is pure (`Scope.owns`); `own_scope` is the one adapter call (our own container's
-mounts, and `com.docker.stack.namespace` for Swarm services).
+The predicate is pure (`Scope.owns`, built on `shows`, which discovery also uses to tell its
+own nginx: one rule for both); `own_scope` is the one adapter call (our own container's mounts,
+`com.docker.stack.namespace` for Swarm services, and the `tlsbridge.stack` label a generated
+stack file puts on the tlsbridge service, which names this instance's Swarm secrets).
 """
 
 from __future__ import annotations
