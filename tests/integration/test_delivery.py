@@ -24,6 +24,7 @@ from tlsbridge.certinfo import PLACEHOLDER_ORG, parse_pem
 from tlsbridge.clock import SystemClock
 from tlsbridge.delivery.containers import DockerDeliverer
 from tlsbridge.delivery.verify import fingerprint
+from tlsbridge.targets import ContainerInfo
 from tlsbridge.wiring import build_reconciler
 
 
@@ -181,16 +182,40 @@ def test_label_targets_and_a_shared_container_reloaded_once_per_pass(
     })
     first = env.run("renew")
     assert first.returncode == 0, first.stderr
-    assert "no container has the label tbdeliver.role=nothing-here" in first.stderr
+    # logged once per pass (bootstrap, webroot pre-check and delivery share one listing)
+    assert first.stderr.count("no container has the label tbdeliver.role=nothing-here") == 1, first.stderr
     for site in ("one", "two"):
         assert box.serves(nginx, f"{site}.example.com", env.published(site))
     hups = box.reloads(nginx)
 
     again = env.run("renew", "--force")
     assert again.returncode == 0, again.stderr
+    assert again.stderr.count("no container has the label tbdeliver.role=nothing-here") == 1, again.stderr
     for site in ("one", "two"):
         assert box.serves(nginx, f"{site}.example.com", env.published(site))
     assert box.reloads(nginx) == hups + 1  # two sites renewed, one reload
+
+    # One listing of the containers per issuing pass: the pre-check's, reused by the delivery.
+    cfg = config.load(env.config_path)
+    counting = _CountingAdapter(cfg.docker)
+    outcomes = build_reconciler(cfg, SystemClock(), deliverer=DockerDeliverer(cfg, counting)).run_pass(force=True)
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert counting.listings == 1
+    assert box.reloads(nginx) == hups + 2
+    for site in ("one", "two"):
+        assert box.serves(nginx, f"{site}.example.com", env.published(site))
+
+
+class _CountingAdapter(DockerAdapter):
+    """Counts the listings of the containers."""
+
+    def __init__(self, cfg: config.DockerConfig) -> None:
+        super().__init__(cfg)
+        self.listings = 0
+
+    def containers(self) -> list[ContainerInfo]:
+        self.listings += 1
+        return super().containers()
 
 
 def test_verification_fails_when_the_target_serves_something_else(

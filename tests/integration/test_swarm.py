@@ -27,6 +27,7 @@ from swarmkit import (
     service_secret_names,
     site_secrets,
     swarm_node,
+    update_started,
     version,
     wait_converged,
 )
@@ -214,9 +215,10 @@ def test_a_new_version_swarm_rolls_back_fails_the_site_and_the_old_one_stays_ser
     spec = client.api.inspect_service(name)["Spec"]
     current = [ConfigReference(c["ConfigID"], c["ConfigName"], c["File"]["Name"])
                for c in spec["TaskTemplate"]["ContainerSpec"]["Configs"]]
+    started = update_started(client, name)  # (without it the update may be read before it starts)
     svc.update(configs=[*current, ConfigReference(pin.id, pin.name, "/etc/nginx/pinned.pem"),
                         ConfigReference(conf.id, conf.name, "/etc/nginx/conf.d/pinned.conf")])
-    assert wait_converged(client, name) == "completed"
+    assert wait_converged(client, name, after=started) == "completed"
     assert serves("127.0.0.1", https_port, domain, old)
     before = service_secret_names(client, name)
 

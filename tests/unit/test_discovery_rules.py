@@ -10,6 +10,7 @@ import pytest
 
 from tlsbridge import config
 from tlsbridge.config import ChallengeConfig, ReloadTarget, Site
+from tlsbridge.delivery.scope import Scope
 from tlsbridge.discovery import rules
 from tlsbridge.discovery.rules import Skip, discover, grace, is_app, is_our_nginx, is_ours, site_of
 from tlsbridge.errors import ConfigError
@@ -150,6 +151,17 @@ def test_our_nginx_mounts_our_folder() -> None:
     theirs = Mount("volume", "/x", "/var/lib/tlsbridge/discovered", name="t_discovered")
     assert is_our_nginx(vol, Path("/var/lib/tlsbridge/discovered"), ours)
     assert not is_our_nginx(vol, Path("/var/lib/tlsbridge/discovered"), theirs)
+    assert not is_our_nginx(vol, Path("/var/lib/tlsbridge/discovered"), Mount("volume", "", "/x"))
+
+
+@pytest.mark.parametrize("source", ["/srv/tb/discovered", "/srv/tb", "/srv/tb/discovered/x", "/srv/other",
+                                    "/srv/tb/discovered-old", "/"])
+def test_discovery_and_delivery_share_one_scope_predicate(source: str) -> None:
+    """Whether a container is ours is decided by delivery.scope for both (one implementation)."""
+    nginx = ContainerInfo("n", "n", "running", labels={rules.NGINX_LABEL: "true"},
+                          mounts=(Mount("bind", source, discovered.NGINX_DIR),))
+    assert is_our_nginx(nginx, Path("/srv/tb/discovered"), None) == (
+        Scope("/srv/tb/discovered").mount_of(nginx) is not None)
 
 
 # -- grace ---------------------------------------------------------------------------------------

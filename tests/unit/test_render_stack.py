@@ -53,7 +53,13 @@ def test_the_stack_wires_secrets_configs_labels_and_the_service(tmp_path: Path) 
         "shop-privkey": ("/etc/tlsbridge/certs/shop/privkey.pem", 0o400),
         "blog-fullchain": ("/etc/tlsbridge/certs/blog/fullchain.pem", 0o444),
         "blog-privkey": ("/etc/tlsbridge/certs/blog/privkey.pem", 0o400)}
-    assert doc["secrets"]["shop-privkey"] == {"external": True, "name": secret_name("shop", "privkey.pem")}
+    # named for the stack (default: the folder's name), and the tlsbridge service knows it
+    name = stack.default_stack(tmp_path.name)
+    assert doc["secrets"]["shop-privkey"] == {"external": True,
+                                              "name": secret_name("shop", "privkey.pem", instance=name)}
+    assert doc["secrets"]["shop-privkey"]["name"] == f"{name}_tlsbridge-shop-privkey.pem"
+    assert tb["labels"] == {"tlsbridge.stack": name}
+    assert all(c["name"].startswith(f"{name}_tlsbridge-") for c in doc["configs"].values())
     assert {c["target"] for c in ng["configs"]} == {
         "/etc/nginx/conf.d/tlsbridge-tls.inc", "/etc/nginx/conf.d/tlsbridge-proxy.conf",
         "/etc/nginx/conf.d/tlsbridge-site-shop.conf", "/etc/nginx/conf.d/tlsbridge-site-blog.conf"}
@@ -68,6 +74,22 @@ def test_the_stack_wires_secrets_configs_labels_and_the_service(tmp_path: Path) 
     site = (tmp_path / "nginx" / "tlsbridge-site-shop.conf").read_text()
     assert "set $tlsbridge_acme http://tlsbridge:8402;" in site and "resolver 127.0.0.11" in site
     assert "/var/www/tlsbridge-acme" not in site
+
+
+def test_the_stack_name_names_secrets_and_configs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc = run_swarm(tmp_path, "--stack", "web")
+    assert code == 0
+    assert doc["secrets"]["blog-fullchain"]["name"] == "web_tlsbridge-blog-fullchain.pem"
+    assert doc["services"]["tlsbridge"]["labels"] == {"tlsbridge.stack": "web"}
+    assert "docker stack deploy -c <this file> web" in (tmp_path / "stack.yml").read_text()
+    code, _ = run_swarm(tmp_path, "--stack", "Web!")
+    assert code == 2 and "--stack 'Web!'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("folder", "name"), [
+    ("shop", "shop"), ("My Shop.d", "myshopd"), ("__x", "x"), ("...", "tlsbridge"), ("a" * 40, "a" * 30)])
+def test_default_stack_name_from_the_folder(folder: str, name: str) -> None:
+    assert stack.default_stack(folder) == name and stack.STACK_NAME.fullmatch(name)
 
 
 def test_host_mode_is_global_and_stop_first(tmp_path: Path) -> None:

@@ -49,6 +49,10 @@ def test_sidecar_mode_the_volume_backing_our_publish_dir() -> None:
     assert not s.owns(c("y", vol("b")))
     assert s.owns_service({"com.docker.stack.namespace": "a"})
     assert not s.owns_service({"com.docker.stack.namespace": "b"})
+    assert s.instance is None  # a stack file without the label: the old, unnamed secrets
+    named = ContainerInfo(id="me", name="a_tlsbridge.1.x", state="running", mounts=own.mounts,
+                          labels={"com.docker.stack.namespace": "a", "tlsbridge.stack": "a"})
+    assert scope_for(Path("/var/lib/tlsbridge/certs"), named).instance == "a"
 
 
 def test_unknown_scope_filters_nothing() -> None:

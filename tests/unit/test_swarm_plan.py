@@ -17,10 +17,12 @@ from tlsbridge.delivery.swarm_plan import (
     converge_timeout,
     default_target,
     failed_tasks,
+    of_instance,
     pick_version,
     plan_refs,
     probe_endpoints,
     prunable,
+    secret_labels,
     secret_name,
     serves_site,
     stable_todo,
@@ -67,6 +69,23 @@ def test_long_site_names_stay_within_swarms_limit_and_distinct(site: str) -> Non
     names = {secret_name(site, f, fp) for f in (FC, PK) for fp in (None, FP1, FP2)}
     assert len(names) == 6 and all(len(n) <= NAME_MAX for n in names)
     assert secret_name(site, FC, FP1) != secret_name(site + "b", FC, FP1)
+    stacked = {secret_name(site, f, fp, stack) for f in (FC, PK) for fp in (None, FP1, FP2)
+               for stack in ("web", "w" * 30)}
+    assert len(stacked) == 12 and all(len(n) <= NAME_MAX for n in stacked) and not names & stacked
+
+
+def test_each_stack_names_and_labels_its_own_secrets() -> None:
+    """Two stacks with the same site name never share a secret (docs/swarm.md "The secrets")."""
+    assert secret_name("shop", FC, instance="a") == "a_tlsbridge-shop-fullchain.pem"
+    assert secret_name("shop", PK, FP2, "b") == "b_tlsbridge-shop-222222222222-privkey.pem"
+    assert secret_labels("shop", FC, FP1, stable=True, instance="a")["tlsbridge.stack"] == "a"
+    assert "tlsbridge.stack" not in secret_labels("shop", FC, FP1, stable=True)
+    a = SecretInfo("a", "a_...", "shop", FC, FP1, True, instance="a")
+    b = SecretInfo("b", "b_...", "shop", FC, FP2, True, instance="b")
+    old = SecretInfo("o", "tlsbridge-shop-fullchain.pem", "shop", FC, FP3, True)
+    assert of_instance([a, b, old], "a") == [a]
+    assert of_instance([a, b, old], None) == [old]  # unnamed (old stack files, the host)
+    assert stable_todo("shop", of_instance([a, b, old], "b"), [], FP2) == {PK: None}
 
 
 # -- planning a service's secret list ----------------------------------------------------------------

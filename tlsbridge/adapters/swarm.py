@@ -15,6 +15,7 @@ from tlsbridge.adapters.docker import DockerAdapter
 from tlsbridge.delivery.swarm_plan import (
     FILE_LABEL,
     FINGERPRINT_LABEL,
+    INSTANCE_LABEL,
     STABLE_LABEL,
     PortInfo,
     SecretInfo,
@@ -69,7 +70,8 @@ class SwarmAdapter:
                                   site=str(labels[SITE_LABEL]), file=str(labels[FILE_LABEL]),
                                   fingerprint=str(labels[FINGERPRINT_LABEL]),
                                   stable=labels.get(STABLE_LABEL) == "true",
-                                  created=str(r.get("CreatedAt", ""))))
+                                  created=str(r.get("CreatedAt", "")),
+                                  instance=labels.get(INSTANCE_LABEL) or None))
         return out
 
     def tasks(self, service_id: str) -> list[TaskInfo]:

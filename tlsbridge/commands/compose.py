@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--swarm: also create, in the engine's Swarm, placeholder "
                              "certificate secrets for sites that have none yet (before the "
                              "first deploy)")
+    parser.add_argument("--stack", metavar="NAME",
+                        help="--swarm: the stack name you deploy with; names this stack's secrets "
+                             "(default: the stack file's folder name, like Compose's project name)")
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -102,8 +105,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.swarm:
 
         return _run_swarm(args, cfg, out_file, base, nginx_dir)
-    if args.create_secrets or args.publish_mode != "ingress":
-        raise UsageError("--create-secrets and --publish-mode go with --swarm")
+    if args.create_secrets or args.publish_mode != "ingress" or args.stack:
+        raise UsageError("--create-secrets, --publish-mode and --stack go with --swarm")
     sidecar = args.sidecar or args.socket_proxy
     _warn(cfg)
 
@@ -318,6 +321,9 @@ def _run_swarm(args: argparse.Namespace, cfg: Config, out_file: Path | None, bas
     inside = _sidecar_spec(cfg, compose.ComposeSpec("", [], "", ""), base, args).inside
     assert inside is not None
 
+    name = args.stack or stack.default_stack(base.name)
+    if not stack.STACK_NAME.fullmatch(name):
+        raise UsageError(f"--stack {name!r}: lowercase letters, digits, - and _, at most 30")
     source = Path(cfg.source).name
     http_port = cfg.challenge.http_port if method == "standalone" else None
     opts = nginx.NginxOptions(args.http2, source, secrets=True, post_quantum=args.post_quantum,
@@ -338,10 +344,11 @@ def _run_swarm(args: argparse.Namespace, cfg: Config, out_file: Path | None, bas
         image=args.image,
         sidecar_image=args.sidecar_image or stack.DEFAULT_SIDECAR_IMAGE,
         publish_mode=args.publish_mode,
+        stack=name,
     )
     write_outputs(nginx_dir, snippets, out_file, stack.render(spec))
     if args.create_secrets:
-        _create_secrets(cfg)
+        _create_secrets(cfg, name)
     return 0
 
 
@@ -379,18 +386,15 @@ def _read_input(path: Path) -> bytes:
         raise UsageError(f"cannot read {path}: {exc}") from exc
 
 
-def _create_secrets(cfg: Config) -> None:
+def _create_secrets(cfg: Config, stack: str) -> None:
     from tlsbridge.adapters.docker import DockerAdapter
     from tlsbridge.clock import SystemClock
     from tlsbridge.delivery.swarm_rollout import create_placeholder_pairs
 
     docker = DockerAdapter(cfg.docker)
     try:
-        made = create_placeholder_pairs(cfg, docker, SystemClock().now())
+        made = create_placeholder_pairs(cfg, docker, SystemClock().now(), stack)
     finally:
         docker.close()
-    for name in made:
-        logger.info("site=%s created placeholder secrets for the first deploy; tlsbridge replaces "
-                    "them with the issued certificate", name)
     if not made:
         logger.info("every site's secrets exist already; nothing created")

@@ -20,11 +20,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from tlsbridge.adapters.docker import ContainerGoneError, DockerAdapter
 from tlsbridge.config import Config, Site
+from tlsbridge.delivery.listing import Listing
+from tlsbridge.delivery.listing import Target as _Target
 from tlsbridge.delivery.scope import Scope, host_path, own_scope
 from tlsbridge.delivery.swarm_plan import SERVICE_LABEL as SWARM_SERVICE_LABEL
 from tlsbridge.delivery.verify import VERIFY_SETTLE, VERIFY_TIMEOUT, Probe, Verifier, site_probes
@@ -45,28 +47,6 @@ RESTART_STABLE = 0.5  # ... and how long it must then keep running
 _NGINX_MASTER = "nginx: master"
 
 
-@dataclass
-class _Target:
-    info: ContainerInfo
-    sites: list[Site] = field(default_factory=list)
-    since: float = 0.0  # monotonic time of the reload or start
-    how: str = ""  # "SIGHUP", "nginx -s reload", "started", "restarting"
-    error: str | None = None
-    skip: bool = False  # stopped on purpose: neither started nor verified
-
-    @property
-    def names(self) -> str:
-        return ",".join(s.name for s in self.sites)
-
-    def serves(self, site: str) -> bool:
-        return any(s.name == site for s in self.sites)
-
-    @property
-    def acted(self) -> bool:
-        """Reloaded or started by us (not skipped, not failed, not left restarting on its own)."""
-        return self.error is None and not self.skip and self.how not in ("", "restarting")
-
-
 class DockerDeliverer:
     """The reconciler's Deliverer for nginx in Docker containers."""
 
@@ -77,6 +57,7 @@ class DockerDeliverer:
         self.verifier = Verifier(timeout=verify_timeout, settle=settle)
         self._swarm: SwarmDelivery | None = None
         self._scope: Scope | None = None
+        self._listing: Listing | None = None  # this pass's containers (delivery.listing)
 
     @property
     def scope(self) -> Scope:
@@ -110,7 +91,7 @@ class DockerDeliverer:
         """
         sw = self.swarm.bootstrap(sites)
         errors: dict[str, TlsbridgeError] = dict(sw.errors)
-        targets = self._resolve(sites, errors, sw)
+        targets = self._resolve(sites, errors, sw, keep=True)
         for t in targets:
             self._bring_up(t, strict=False)
         for t in targets:
@@ -123,7 +104,9 @@ class DockerDeliverer:
                 for s in t.sites:
                     errors.setdefault(s.name, ReloadError(f"site={s.name}: {t.error}"))
         if self.cfg.challenge.method == "webroot":
-            errors.update(self.precheck([s for s in sites if s.name not in errors]))
+            fresh = [_Target(t.info, t.sites, skip=t.skip and not t.info.running)  # not listed again
+                     for t in targets if t.error is None]
+            errors.update(self._precheck([s for s in sites if s.name not in errors], fresh))
             return errors
         for name, exc in errors.items():
             logger.warning("site=%s bootstrap: %s (going on: the %s challenge does not need nginx)",
@@ -135,14 +118,14 @@ class DockerDeliverer:
         (started when they are ours to start) and one of them answers a self-check token on port
         80. Returns the sites that must not go to the CA. A site none of whose targets mounts the
         webroot is not checked (another server answers), nor is one when Docker cannot be read."""
+        web = [s for s in sites if s.challenge.method == "webroot"]
+        return self._precheck(web, self._resolve(web, {}, keep=True)) if web else {}
+
+    def _precheck(self, sites: Sequence[Site], targets: list[_Target]) -> Mapping[str, TlsbridgeError]:
         from tlsbridge.delivery.challenge import self_check, serves_webroot
 
         web = [s for s in sites if s.challenge.method == "webroot"]
-        if not web:
-            return {}
-        ignored: dict[str, TlsbridgeError] = {}
-        targets = self._resolve(web, ignored)
-        if not targets:
+        if not web or not targets:
             return {}
         own = self.docker.own_container()
         mounts = own.mounts if own is not None else None
@@ -153,10 +136,10 @@ class DockerDeliverer:
                        and serves_webroot(t.info, webroot)]
             problems: list[str] = []
             for t in serving:
-                if not t.info.running and not t.how and t.error is None:
+                if not t.info.running and not t.how and t.error is None and not t.skip:
                     self._bring_up(t, strict=False)
                     self._settle(t)
-                if t.error or t.skip or t.how == "restarting":
+                if t.error or (t.skip and not t.info.running) or t.how == "restarting":
                     name = t.info.name
                     problems.append(t.error or (
                         f"container {name}, which answers it, was stopped on purpose (exit code 0); "
@@ -186,7 +169,7 @@ class DockerDeliverer:
         sw = self.swarm.deliver(items)
         errors: dict[str, TlsbridgeError] = dict(sw.errors)
         unreached: dict[str, TlsbridgeError] = {}
-        targets = self._resolve([s for s, _ in items], errors, sw, unreached)
+        targets = self._resolve([s for s, _ in items], errors, sw, unreached, reuse=True)
         for t in targets:
             self._bring_up(t, strict=True)
             if t.error is None and not t.skip:
@@ -235,8 +218,12 @@ class DockerDeliverer:
     # -- steps ------------------------------------------------------------------------------------
     def _resolve(self, sites: Sequence[Site], errors: dict[str, TlsbridgeError],
                  swarm: SwarmOutcome | None = None,
-                 unreached: dict[str, TlsbridgeError] | None = None) -> list[_Target]:
+                 unreached: dict[str, TlsbridgeError] | None = None, *,
+                 keep: bool = False, reuse: bool = False) -> list[_Target]:
         """Each container that is a target of any of `sites`, once, with the sites it serves.
+
+        One listing per pass (delivery.listing): `keep` it for the delivery, which may `reuse`
+        it (refreshing only its targets; listing again if one of them is gone).
 
         Task containers of the Swarm services in `swarm` are left out: they get certificates
         through their service (secrets), not through a reload. With the engine unreachable, a
@@ -244,9 +231,13 @@ class DockerDeliverer:
         what was delivered before) or, without it, are logged.
         """
         skip = swarm.services if swarm is not None else frozenset()
+        names = [s.name for s in sites]
+        listing, self._listing = self._listing, None
+        reused = reuse and listing is not None and listing.covers(names)
         try:
-            containers = [c for c in self.docker.containers()
-                          if c.labels.get(SWARM_SERVICE_LABEL) not in skip]
+            if not reused or listing is None:
+                listing = Listing(self.docker.containers(), frozenset(names),
+                                  logged=listing.logged if reuse and listing and listing.young() else set())
         except DockerError as exc:
             for s in sites:
                 if s.reload:
@@ -258,6 +249,8 @@ class DockerDeliverer:
                     logger.warning("site=%s cannot look for containers labelled %s=%s: %s",
                                    s.name, SITE_LABEL, s.name, exc)
             return []
+        self._listing = listing if keep else None
+        containers = [c for c in listing.containers if c.labels.get(SWARM_SERVICE_LABEL) not in skip]
         targets: dict[str, _Target] = {}
         for s in sites:
             res = resolve(s, containers, self.scope.owns)
@@ -265,14 +258,22 @@ class DockerDeliverer:
                 logger.debug("site=%s ignoring %s: another tlsbridge's (they do not mount %s)",
                              s.name, ", ".join(c.name for c in res.ignored), self.cfg.publish.dir)
             for warning in res.warnings:
-                logger.warning("site=%s %s", s.name, warning)
+                if listing.first_time(s.name, warning):
+                    logger.warning("site=%s %s", s.name, warning)
             if res.errors:
                 errors[s.name] = ReloadError(f"site={s.name}: " + "; ".join(res.errors))
-            elif not res.targets and (swarm is None or s.name not in swarm.sites):
+            elif not res.targets and (swarm is None or s.name not in swarm.sites) and \
+                    listing.first_time(s.name, ""):
                 logger.info("site=%s no containers to reload (none in reload, none labelled %s=%s)",
                             s.name, SITE_LABEL, s.name)
             for c in res.targets:
                 targets.setdefault(c.id, _Target(c)).sites.append(s)
+        for t in targets.values() if reused else ():  # certbot ran since the listing: refresh
+            fresh = self._inspect(t.info.id)
+            if fresh is None:  # gone (recreated?): list again
+                self._listing = replace(listing, sites=frozenset())
+                return self._resolve(sites, errors, swarm, unreached, keep=keep, reuse=True)
+            t.info = fresh
         return list(targets.values())
 
     def _bring_up(self, t: _Target, *, strict: bool, again: bool = True) -> None:

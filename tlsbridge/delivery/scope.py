@@ -18,8 +18,10 @@ Containers named in `reload: - container: NAME` are the user's explicit choice a
 scope. When the published folder's host location cannot be told (publish.dir on no mount of
 tlsbridge's own container, which `doctor` reports), nothing is filtered.
 
-The predicate is pure (`Scope.owns`); `own_scope` is the one adapter call (our own container's
-mounts, and `com.docker.stack.namespace` for Swarm services).
+The predicate is pure (`Scope.owns`, built on `shows`, which discovery also uses to tell its
+own nginx: one rule for both); `own_scope` is the one adapter call (our own container's mounts,
+`com.docker.stack.namespace` for Swarm services, and the `tlsbridge.stack` label a generated
+stack file puts on the tlsbridge service, which names this instance's Swarm secrets).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from tlsbridge.delivery.swarm_plan import INSTANCE_LABEL  # on our container: names our secrets
 from tlsbridge.targets import ContainerInfo, Mount
 
 if TYPE_CHECKING:
@@ -42,10 +45,12 @@ MOUNT_POINT = "/etc/tlsbridge/certs"  # where the docs and generated files mount
 @dataclass(frozen=True)
 class Scope:
     """This instance's published folder on the Docker host (None: unknown, nothing filtered),
-    and the Swarm stack tlsbridge runs in (None: on the host, or not in a stack)."""
+    the Swarm stack tlsbridge runs in (None: on the host, or not in a stack), and the instance
+    name its stack file gives it (None: unnamed, the Swarm secrets of old stack files)."""
 
     publish: str | None
     stack: str | None = None
+    instance: str | None = None
 
     def owns(self, c: ContainerInfo) -> bool:
         """Whether `c` is this instance's: it mounts our published folder, or at least nothing
@@ -57,18 +62,21 @@ class Scope:
         """The mount through which `c` sees this instance's published folder, if any."""
         if self.publish is None:
             return None
-        for m in c.mounts:
-            if m.type not in ("bind", "volume") or not m.source:
-                continue
-            for src in {m.source, os.path.realpath(m.source)}:
-                if within(self.publish, src) or within(src, self.publish):
-                    return m
-        return None
+        return next((m for m in c.mounts if shows(m, self.publish)), None)
 
     def owns_service(self, labels: Mapping[str, str] | None) -> bool:
         """A Swarm service is ours when it is in our stack (or when we run in none: tlsbridge on
         a manager's host, or a sidecar started outside `docker stack deploy`)."""
         return self.stack is None or (labels or {}).get(STACK_LABEL) == self.stack
+
+
+def shows(m: Mount, folder: str) -> bool:
+    """The one "is this ours" predicate (delivery's scope and discovery's nginx): whether a bind
+    or volume mount shows `folder` (a path on the Docker host): the folder itself, a parent of
+    it, or a folder inside it."""
+    if m.type not in ("bind", "volume") or not m.source or not folder:
+        return False
+    return any(within(folder, src) or within(src, folder) for src in {m.source, os.path.realpath(m.source)})
 
 
 def foreign_mount(c: ContainerInfo) -> Mount | None:
@@ -102,8 +110,10 @@ def host_path(path: str, own_mounts: Sequence[Mount] | None) -> str | None:
 
 def scope_for(publish_dir: Path, own: ContainerInfo | None) -> Scope:
     """Pure: the scope of an instance publishing into `publish_dir`, running in `own` (None: host)."""
-    return Scope(host_path(str(publish_dir), own.mounts if own is not None else None),
-                 own.labels.get(STACK_LABEL) if own is not None else None)
+    if own is None:
+        return Scope(host_path(str(publish_dir), None))
+    return Scope(host_path(str(publish_dir), own.mounts), own.labels.get(STACK_LABEL),
+                 own.labels.get(INSTANCE_LABEL) or None)
 
 
 def own_scope(publish_dir: Path, docker: DockerAdapter) -> Scope:

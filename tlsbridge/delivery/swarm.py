@@ -37,6 +37,7 @@ from tlsbridge.delivery.swarm_plan import (
     FILES,
     SecretInfo,
     ServiceInfo,
+    of_instance,
     pick_version,
     plan_refs,
     probe_endpoints,
@@ -72,8 +73,9 @@ class SwarmOutcome:
 class _Scan:
     local_addr: str
     services: list[ServiceInfo]
-    secrets: list[SecretInfo]
+    secrets: list[SecretInfo]  # this instance's
     targets: dict[str, list[ServiceInfo]]
+    instance: str | None = None  # delivery.scope: names and labels this instance's secrets
 
     @property
     def known(self) -> dict[str, SecretInfo]:
@@ -212,7 +214,7 @@ class SwarmDelivery:
                 out.errors.setdefault(probe.site.name, err)
         ok = [(s, c) for s, c in mine if s.name not in out.errors]
         if ok:
-            self._tidy(ok, data)
+            self._tidy(ok, data, scan.instance)
         return out
 
     # -- observing -------------------------------------------------------------------------------
@@ -227,7 +229,8 @@ class SwarmDelivery:
             # services for sites of the same names
             scope = own_scope(self.cfg.publish.dir, self.docker)
             services = [s for s in self.swarm.services() if scope.owns_service(s.labels)]
-            secrets = self.swarm.secrets()
+            # ... and only our own secrets: another stack's have the same site names
+            secrets = of_instance(self.swarm.secrets(), scope.instance)
         except DockerError as exc:
             logger.debug("no Swarm delivery: %s", exc)
             return None
@@ -236,7 +239,7 @@ class SwarmDelivery:
             found = sorted((s for s in services if serves_site(s, site.name)), key=lambda s: s.name)
             if found:
                 targets[site.name] = found
-        return _Scan(addr, services, secrets, targets)
+        return _Scan(addr, services, secrets, targets, scope.instance)
 
     @staticmethod
     def _outcome(scan: _Scan) -> SwarmOutcome:
@@ -259,7 +262,7 @@ class SwarmDelivery:
     # -- secrets ---------------------------------------------------------------------------------
     def _stable_pair(self, site: Site, scan: _Scan) -> dict[str, SecretInfo]:
         """The site's stable pair, created from what is published where it is missing."""
-        return ensure_stable(self.swarm, site, scan.secrets, lambda: self._read(site, None))
+        return ensure_stable(self.swarm, site, scan.secrets, lambda: self._read(site, None), scan.instance)
 
     def _version(self, site: Site, fingerprint: str, files: Mapping[str, bytes],
                  scan: _Scan) -> dict[str, SecretInfo]:
@@ -268,16 +271,17 @@ class SwarmDelivery:
         for f in FILES:
             if f not in want:
                 want[f] = create_secret(self.swarm, site, f, files[f], fingerprint, stable=False,
-                                  into=scan.secrets)
+                                        into=scan.secrets, instance=scan.instance)
         return want
 
-    def _tidy(self, ok: Sequence[tuple[Site, ObservedCert]], data: Mapping[str, dict[str, bytes]]) -> None:
+    def _tidy(self, ok: Sequence[tuple[Site, ObservedCert]], data: Mapping[str, dict[str, bytes]],
+              instance: str | None) -> None:
         """After verified deliveries: re-create stable pairs with the new certificate (a later
         `docker stack deploy` brings it along) and remove versions nothing needs any more."""
         try:
             # every stack's services: a secret another stack uses is never pruned
             services = self.swarm.services()
-            secrets = self.swarm.secrets()
+            secrets = of_instance(self.swarm.secrets(), instance)
         except DockerError as exc:
             logger.warning("cannot tidy up Swarm secrets: %s", exc)
             return
@@ -286,9 +290,9 @@ class SwarmDelivery:
                 for f, old in stable_todo(site.name, secrets, services, cert.fingerprint).items():
                     if old is not None:
                         self.swarm.remove_secret(old)
-                    name = secret_name(site.name, f)
+                    name = secret_name(site.name, f, instance=instance)
                     self.swarm.create_secret(name, data[site.name][f], secret_labels(
-                        site.name, f, cert.fingerprint, stable=True))
+                        site.name, f, cert.fingerprint, stable=True, instance=instance))
                     logger.info("site=%s the Swarm secret %s now holds serial %s", site.name, name,
                                 cert.serial_hex)
                 for s in prunable(site.name, secrets, services, cert.fingerprint):

@@ -33,6 +33,10 @@ from tlsbridge.targets import SITE_LABEL, label_lists_site
 FILE_LABEL = "tlsbridge.file"
 FINGERPRINT_LABEL = "tlsbridge.fingerprint"
 STABLE_LABEL = "tlsbridge.stable"
+# The instance a secret belongs to: the stack name a generated stack file carries (on the
+# tlsbridge service's container and on every secret it names). Absent: a single instance per
+# engine (tlsbridge on a host, or a stack file generated before instances had names).
+INSTANCE_LABEL = "tlsbridge.stack"
 FILES = ("fullchain.pem", "privkey.pem")
 MODES = {"fullchain.pem": 0o444, "privkey.pem": 0o400}  # nginx's master reads the key as root
 NAME_MAX = 64  # Swarm's limit for object names
@@ -52,6 +56,7 @@ class SecretInfo:
     fingerprint: str  # sha256 hex of the certificate's leaf
     stable: bool = False
     created: str = ""  # the engine's CreatedAt (RFC 3339), for ordering
+    instance: str | None = None  # INSTANCE_LABEL
 
 
 @dataclass(frozen=True)
@@ -121,22 +126,36 @@ class Endpoint:
 
 
 # -- names -----------------------------------------------------------------------------------------
-def secret_name(site: str, file: str, fingerprint: str | None = None) -> str:
-    """`tlsbridge-<site>[-<fp12>]-<file>`, shortened with a hash of the site name past 64 chars."""
+def secret_name(site: str, file: str, fingerprint: str | None = None, instance: str | None = None) -> str:
+    """`[<instance>_]tlsbridge-<site>[-<fp12>]-<file>`, shortened with a hash past 64 chars
+    (of the site name; with an instance, of both)."""
     version = f"-{fingerprint[:12]}" if fingerprint else ""
-    name = f"{_PREFIX}{site}{version}-{file}"
+    head = f"{instance}_{_PREFIX}{site}" if instance else f"{_PREFIX}{site}"
+    name = f"{head}{version}-{file}"
     if len(name) <= NAME_MAX:
         return name
-    tag = hashlib.sha256(site.encode()).hexdigest()[:8]
-    room = NAME_MAX - len(f"{_PREFIX}-{tag}{version}-{file}")
-    return f"{_PREFIX}{site[:room].rstrip('.-_')}-{tag}{version}-{file}"
+    if not instance:
+        tag = hashlib.sha256(site.encode()).hexdigest()[:8]
+        room = NAME_MAX - len(f"{_PREFIX}-{tag}{version}-{file}")
+        return f"{_PREFIX}{site[:room].rstrip('.-_')}-{tag}{version}-{file}"
+    tag = hashlib.sha256(f"{instance}/{site}".encode()).hexdigest()[:8]
+    room = NAME_MAX - len(f"-{tag}{version}-{file}")
+    return f"{head[:room].rstrip('.-_')}-{tag}{version}-{file}"
 
 
-def secret_labels(site: str, file: str, fingerprint: str, *, stable: bool) -> dict[str, str]:
+def secret_labels(site: str, file: str, fingerprint: str, *, stable: bool,
+                  instance: str | None = None) -> dict[str, str]:
     labels = {SITE_LABEL: site, FILE_LABEL: file, FINGERPRINT_LABEL: fingerprint}
     if stable:
         labels[STABLE_LABEL] = "true"
+    if instance:
+        labels[INSTANCE_LABEL] = instance
     return labels
+
+
+def of_instance(secrets: Iterable[SecretInfo], instance: str | None) -> list[SecretInfo]:
+    """The secrets of one instance: labelled with it, or (instance None) labelled with none."""
+    return [s for s in secrets if s.instance == (instance or None)]
 
 
 def default_target(site: str, file: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from tlsbridge.adapters.docker import DockerAdapter
+from tlsbridge.adapters.publish import Publisher
 from tlsbridge.adapters.swarm import SwarmAdapter
 from tlsbridge.certinfo import parse_pem
 from tlsbridge.config import Config, Site
@@ -24,6 +25,7 @@ from tlsbridge.delivery.swarm_plan import (
     TaskInfo,
     converge_timeout,
     failed_tasks,
+    of_instance,
     secret_labels,
     secret_name,
     stalled,
@@ -172,19 +174,21 @@ def fail_sites(rollouts: Iterable[Rollout], errors: dict[str, TlsbridgeError]) -
 
 
 def create_secret(swarm: SwarmAdapter, site: Site, file: str, data: bytes, fingerprint: str, *,
-            stable: bool, into: list[SecretInfo]) -> SecretInfo:
-    name = secret_name(site.name, file, None if stable else fingerprint)
-    sid = swarm.create_secret(name, data, secret_labels(site.name, file, fingerprint, stable=stable))
-    info = SecretInfo(sid, name, site.name, file, fingerprint, stable)
+            stable: bool, into: list[SecretInfo], instance: str | None = None) -> SecretInfo:
+    name = secret_name(site.name, file, None if stable else fingerprint, instance)
+    sid = swarm.create_secret(name, data, secret_labels(site.name, file, fingerprint, stable=stable,
+                                                        instance=instance))
+    info = SecretInfo(sid, name, site.name, file, fingerprint, stable, instance=instance)
     into.append(info)
     logger.info("site=%s created the Swarm secret %s", site.name, name)
     return info
 
 
 def ensure_stable(swarm: SwarmAdapter, site: Site, secrets: list[SecretInfo],
-                  files: Callable[[], Mapping[str, bytes]]) -> dict[str, SecretInfo]:
+                  files: Callable[[], Mapping[str, bytes]], instance: str | None = None,
+                  ) -> dict[str, SecretInfo]:
     """The site's stable pair; where it is missing (or only half there) it is created from
-    `files()` (file name -> bytes), called only then. `secrets` is kept up to date."""
+    `files()` (file name -> bytes), called only then. `secrets` (the instance's) is kept up to date."""
     have = {s.file: s for s in secrets if s.site == site.name and s.stable}
     if all(f in have for f in FILES) and len({have[f].fingerprint for f in FILES}) == 1:
         return have
@@ -197,30 +201,86 @@ def ensure_stable(swarm: SwarmAdapter, site: Site, secrets: list[SecretInfo],
             secrets.remove(have[f])
             del have[f]
         if f not in have:
-            have[f] = create_secret(swarm, site, f, data[f], fp, stable=True, into=secrets)
+            have[f] = create_secret(swarm, site, f, data[f], fp, stable=True, into=secrets,
+                                    instance=instance)
     return have
 
 
-def create_placeholder_pairs(cfg: Config, docker: DockerAdapter, now: datetime) -> list[str]:
-    """`compose --swarm --create-secrets`: a stable pair holding a self-signed placeholder for
-    every site that has none, so `docker stack deploy` finds the secrets the stack names.
-    Existing secrets are never touched. Returns the sites that got one."""
+def create_placeholder_pairs(cfg: Config, docker: DockerAdapter, now: datetime,
+                             instance: str | None = None) -> list[str]:
+    """`compose --swarm --create-secrets`: a stable pair for every site that has none (in
+    `instance`, the stack the file is generated for), so `docker stack deploy` finds the secrets
+    the stack names. It holds the certificate published in publish.dir when one is readable here
+    (run inside the tlsbridge task, this moves a stack onto new secret names with no placeholder
+    served), else a self-signed placeholder. Existing secrets are never touched. Returns the
+    sites that got one.
+
+    A site that only has secrets of an unnamed stack (a stack file generated before stacks named
+    their secrets) and no readable certificate gets nothing: a placeholder would replace the
+    certificate it serves at the next deploy, and tlsbridge would not notice (it delivered that
+    certificate already). That raises a DockerError naming the way out, after the other sites."""
     from tlsbridge.placeholder import make_placeholder
 
     swarm = SwarmAdapter(docker)
     if swarm.manager_address() is None:
         raise DockerError(f"the Docker engine at {docker.where} is not a Swarm manager: run this "
                           "against a manager (DOCKER_HOST or docker.host), or `docker swarm init`")
-    secrets = swarm.secrets()
-    made = []
+    every = swarm.secrets()
+    secrets = of_instance(every, instance)
+    made: list[str] = []
+    stuck: list[str] = []
     for site in cfg.sites.values():
         before = len(secrets)
+        published = _published(Publisher(cfg.publish.dir), site.name)
+        unnamed = instance is not None and any(s.site == site.name and s.instance is None for s in every)
 
-        def placeholder(site: Site = site) -> dict[str, bytes]:
+        def files(site: Site = site, published: dict[str, bytes] | None = published,
+                  unnamed: bool = unnamed) -> dict[str, bytes]:
+            if published is not None:
+                return published
+            if unnamed:
+                stuck.append(site.name)
+                raise _Stuck
             pem = make_placeholder(site.name, site.domains, now)
             return {"fullchain.pem": pem.fullchain, "privkey.pem": pem.privkey}
 
-        ensure_stable(swarm, site, secrets, placeholder)
+        try:
+            ensure_stable(swarm, site, secrets, files, instance)
+        except _Stuck:
+            continue
         if len(secrets) > before:
             made.append(site.name)
+            if published is not None:
+                logger.info("site=%s created its secrets from the published certificate", site.name)
+            else:
+                logger.info("site=%s created placeholder secrets for the first deploy; tlsbridge "
+                            "replaces them with the issued certificate", site.name)
+    if stuck:
+        raise DockerError(
+            f"site(s) {', '.join(stuck)}: served from the secrets of a stack file generated before "
+            f"stacks named their secrets, and no certificate is published in {cfg.publish.dir} "
+            f"here; to move stack {instance} onto its own secret names without serving a "
+            "placeholder, run this command inside its tlsbridge task (docs/swarm.md, "
+            "\"Upgrading a stack\")")
     return made
+
+
+class _Stuck(Exception):
+    """A site whose new stable pair must not be a placeholder (create_placeholder_pairs)."""
+
+
+def _published(publisher: Publisher, site: str) -> dict[str, bytes] | None:
+    """The site's published certificate and key when readable and real (not a placeholder)."""
+    try:
+        got = publisher.read_files(site)
+    except (OSError, TlsbridgeError):
+        return None
+    if got is None:
+        return None
+    files = got.by_name()
+    try:
+        if parse_pem(files["fullchain.pem"]).placeholder:
+            return None
+    except ValueError:
+        return None
+    return {f: files[f] for f in FILES}

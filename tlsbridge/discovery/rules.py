@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tlsbridge import names
 from tlsbridge.config import ChallengeConfig, ReloadTarget, Site
+from tlsbridge.delivery.scope import shows
 from tlsbridge.render.discovered import NGINX_DIR as NGINX_DIR
 from tlsbridge.targets import ContainerInfo, Mount
 
@@ -68,18 +69,13 @@ def is_ours(app: ContainerInfo, nginxes: Sequence[ContainerInfo]) -> bool:
 
 def is_our_nginx(c: ContainerInfo, folder: Path, own_mount: Mount | None) -> bool:
     """Whether `c` is a discovery nginx of this instance: labelled tlsbridge.discovery and
-    mounting our discovery.dir (`own_mount`: how our own container mounts it, None on a host)."""
+    mounting at NGINX_DIR what is our discovery.dir on the Docker host (`own_mount`: how our
+    own container mounts it, None on a host). The same predicate as delivery's scope
+    (`delivery.scope.shows`)."""
     if NGINX_LABEL not in c.labels:
         return False
-    for m in c.mounts:
-        if m.destination != NGINX_DIR:
-            continue
-        if own_mount is None:
-            if m.type == "bind" and Path(m.source) == folder:
-                return True
-        elif (m.name or m.source) == (own_mount.name or own_mount.source):
-            return True
-    return False
+    host = str(folder) if own_mount is None else own_mount.source
+    return any(m.destination == NGINX_DIR and shows(m, host) for m in c.mounts)
 
 
 def default_name(domain: str) -> str:

@@ -20,10 +20,11 @@ The file sets `version: "3.8"` because Docker 20.10's `docker stack deploy` requ
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tlsbridge.delivery.swarm_plan import FILES, MODES, secret_name
+from tlsbridge.delivery.swarm_plan import FILES, INSTANCE_LABEL, MODES, secret_name
 from tlsbridge.render.compose import (
     DOCKER_SOCKET,
     HTTP_PORT_VAR,
@@ -68,12 +69,26 @@ class StackSpec:
     sidecar_image: str = DEFAULT_SIDECAR_IMAGE
     publish_mode: str = "ingress"
     extra: Sequence[str] = field(default_factory=tuple)  # header notes
+    # The stack name the file is for: it prefixes the names of the stack's secrets and configs
+    # and labels the tlsbridge service, so two stacks on one engine never share them ("": none).
+    stack: str = ""
 
 
-def object_name(key: str, content: bytes) -> str:
-    """`tlsbridge-<key>-<sha256[:12]>`, at most 64 characters (Swarm's limit)."""
+STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,29}")
+
+
+def default_stack(folder: str) -> str:
+    """The stack name from the stack file's folder, as Compose makes project names: lowercase,
+    only letters, digits, - and _ (at most 30); "tlsbridge" when nothing is left."""
+    name = re.sub(r"[^a-z0-9_-]", "", folder.lower()).lstrip("_-")[:30].rstrip("_-")
+    return name or "tlsbridge"
+
+
+def object_name(key: str, content: bytes, stack: str = "") -> str:
+    """`[<stack>_]tlsbridge-<key>-<sha256[:12]>`, at most 64 characters (Swarm's limit)."""
     digest = hashlib.sha256(content).hexdigest()[:12]
-    return f"tlsbridge-{key[:64 - 24].rstrip('.-_')}-{digest}"
+    head = f"{stack}_" if stack else ""
+    return f"{head}tlsbridge-{key[:64 - 24 - len(head)].rstrip('.-_')}-{digest}"
 
 
 def acme_proxy_url(http_port: int) -> str:
@@ -91,7 +106,8 @@ def render(spec: StackSpec) -> str:
     out += ["", "configs:"]
     for f in [*spec.snippets, *spec.tlsbridge_files]:
         if not f.secret:
-            out += [f"  {f.key}:", f"    name: {object_name(f.key, f.content)}", f"    file: {q(f.path)}"]
+            out += [f"  {f.key}:", f"    name: {object_name(f.key, f.content, spec.stack)}",
+                    f"    file: {q(f.path)}"]
     out += ["", "secrets:"]
     out += ["  # Created and kept current by tlsbridge (`tlsbridge compose --swarm --create-secrets`",
             "  # makes placeholders before the first deploy). Each always holds the newest",
@@ -99,10 +115,11 @@ def render(spec: StackSpec) -> str:
     for site in spec.sites:
         for name in FILES:
             out += [f"  {_secret_key(site, name)}:", "    external: true",
-                    f"    name: {secret_name(site, name)}"]
+                    f"    name: {secret_name(site, name, instance=spec.stack or None)}"]
     for f in spec.tlsbridge_files:
         if f.secret:
-            out += [f"  {f.key}:", f"    name: {object_name(f.key, f.content)}", f"    file: {q(f.path)}"]
+            out += [f"  {f.key}:", f"    name: {object_name(f.key, f.content, spec.stack)}",
+                    f"    file: {q(f.path)}"]
     out += [
         "",
         "volumes:",
@@ -129,7 +146,7 @@ def _header(spec: StackSpec) -> list[str]:
         "# tlsbridge's data (certbot's account and certificates):",
         "#   tlsbridge -c CONFIG compose --swarm --create-secrets ...",
         f"#   docker node update --label-add {NODE_LABEL}=true <manager>",
-        "# Then: docker stack deploy -c <this file> <stack>",
+        f"# Then: docker stack deploy -c <this file> {spec.stack or '<stack>'}",
         "#",
         f"# Published ports: {HTTP_PORT_VAR} and {HTTPS_PORT_VAR} override 80 and 443, e.g.",
         f"#   {HTTPS_PORT_VAR}=8443 docker stack deploy -c <this file> <stack>",
@@ -246,6 +263,15 @@ def _tlsbridge(spec: StackSpec) -> list[str]:
         "    # Root, for the Docker socket (stack files have no group_add); whoever uses the",
         "    # socket is root on the host anyway.",
         '    user: "0"',
+    ]
+    if spec.stack:
+        out += [
+            "    labels:",
+            "      # The stack this file is for: names and labels this stack's certificate secrets,",
+            "      # so another stack's tlsbridge (same site names or not) never touches them.",
+            f"      {INSTANCE_LABEL}: {q(spec.stack)}",
+        ]
+    out += [
         "    configs:",
         "      # The config and the files it names, at the paths the config gives inside here.",
     ]
