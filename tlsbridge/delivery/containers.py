@@ -221,6 +221,7 @@ class DockerDeliverer:
                 action, why = start_decision(c)
                 if action == "start":
                     self.docker.start(c.id, c.name)
+                    t.info = self._inspect(c.id) or c  # its addresses now (a stopped one has none)
                     t.how = "started"
                 elif action == "wait":
                     t.how = "restarting"
