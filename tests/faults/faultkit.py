@@ -146,3 +146,12 @@ def fill(folder: Path) -> int:
         while True:  # the last partial block
             written += fh.write(b"\0" * 512)
     return written
+
+
+def certbot_running(root: Path) -> bool:
+    """Whether a certbot child (tlsbridge's certbot_main) works on this deployment's tree."""
+    for pid in processes_under(root):
+        with contextlib.suppress(OSError):
+            if b"certbot_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+    return False

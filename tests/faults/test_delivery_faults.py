@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import finish, orders, processes_under, start, wait_until
+from faultkit import certbot_running, finish, orders, start, wait_until
 from nginxbox import NginxBox, https_server, site_dirs
 from servers import PebbleServer, ensure_docker_engine, ensure_nginx_image
 from tbenv import Run, TbEnv
@@ -59,16 +59,9 @@ def intact(env: TbEnv) -> None:
 def during_certbot(env: TbEnv, fault: Callable[[], None]) -> Run:
     """`renew --force`, the fault injected while certbot runs (before the delivery)."""
     proc = start(env, "renew", "--force")
-    wait_until("certbot to start", lambda: any(b"certbot" in _cmdline(p) for p in processes_under(env.root)))
+    wait_until("certbot to start", lambda: certbot_running(env.root))
     fault()
     return finish(proc)
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def _stop(c: Any) -> None:
