@@ -155,3 +155,8 @@ def certbot_running(root: Path) -> bool:
             if b"certbot_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return True
     return False
+
+
+# How many times each of the CA, delivery and sidecar faults is injected: 1 in `make test` (time),
+# more for a soak: TLSBRIDGE_FAULT_ROUNDS=5 .venv/bin/python -m pytest tests/faults -q -s
+ROUNDS = max(1, int(os.environ.get("TLSBRIDGE_FAULT_ROUNDS", "1")))

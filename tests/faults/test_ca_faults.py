@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import deployment, orders
+from faultkit import ROUNDS, deployment, orders
 from runkit import TcpProxy
 from servers import PebbleServer, free_port
 from tbenv import TbEnv
 
 from tlsbridge.certinfo import key_matches_cert
 
-ROUNDS = 2  # each fault injected this many times (one `renew --force` of two sites each)
 NAMES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
 
 
@@ -80,8 +79,7 @@ def test_a_failing_ca_exits_1_keeps_what_is_published_backs_off_and_the_next_suc
     env = deployment(tmp_path, fault_pebble, {"one": {"domains": [f"one.{tag}.ca.example"]}})
     assert env.run("renew").returncode == 0
     good_acme, good_challenge = dict(env.acme), dict(env.challenge)
-    rounds = 1 if "black-holed" in fault else ROUNDS  # 10 s per site and round: once is enough
-    for i in range(rounds):
+    for i in range(ROUNDS):
         new = f"new{i}"
         env.sites = {"one": env.sites["one"], new: {"domains": [f"{new}.{tag}.ca.example"]}}
         before, lineage, issued = published_state(env, "one"), env.lineage("one"), orders(env, "one")

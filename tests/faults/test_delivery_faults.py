@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import certbot_running, finish, orders, start, wait_until
+from faultkit import ROUNDS, certbot_running, finish, orders, start, wait_until
 from nginxbox import NginxBox, https_server, site_dirs
 from servers import PebbleServer, ensure_docker_engine, ensure_nginx_image
 from tbenv import Run, TbEnv
 
 from tlsbridge.certinfo import key_matches_cert
-
-ROUNDS = 2
 
 
 @pytest.fixture(scope="module")
