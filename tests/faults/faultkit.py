@@ -26,13 +26,14 @@ def deployment(root: Path, pebble: object, sites: dict[str, dict[str, object]]) 
 
 
 def orders(env: TbEnv, site: str) -> int:
-    """Certificates certbot obtained for a site: versions in archive/, in every lineage of it
-    (a second lineage `site-0001` would be a double issuance too)."""
+    """Certificates certbot obtained for a site: the newest version N of archive/<lineage>/certN.pem,
+    in every lineage of it (a second lineage `site-0001` would be a double issuance too). Not the
+    number of files: certbot 5 keeps only the newest 6 versions (RenewableCert.truncate)."""
     archive = env.config_dir / "archive"
     if not archive.is_dir():
         return 0
-    return sum(len(list(d.glob("cert*.pem"))) for d in archive.iterdir()
-               if d.name == site or d.name.startswith(f"{site}-"))
+    return sum(max((int(p.name[4:-4]) for p in d.glob("cert*.pem") if p.name[4:-4].isdigit()), default=0)
+               for d in archive.iterdir() if d.name == site or d.name.startswith(f"{site}-"))
 
 
 def start(env: TbEnv, *args: str) -> subprocess.Popen[str]:

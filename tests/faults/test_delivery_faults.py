@@ -155,7 +155,7 @@ def test_an_unreachable_docker_engine_fails_the_site_by_name_and_loses_nothing(
             summary = [ln for ln in r.stderr.splitlines() if ln.startswith("tlsbridge: site")]
             assert len(summary) == 1 and summary[0].startswith("tlsbridge: site shop failed"), r.stderr
             assert "(Docker)" in summary[0] and "is not reachable" in summary[0], r.stderr
-            assert orders(env, "shop") == issued + 1
+            assert orders(env, "shop") == issued + 1, r.stderr
             intact(env)  # the new certificate is published, complete
             assert box.serves(nginx, domain, served)  # and nginx still serves the previous one
             # a plain renew while the engine is still away: still failing, nothing re-ordered
