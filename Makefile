@@ -6,7 +6,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test unit integration lint demo bench clean
+.PHONY: setup test unit integration lint demo bench bench-scale clean
 
 setup:
 	@scripts/setup.sh
@@ -29,6 +29,10 @@ demo: setup
 
 bench: setup
 	$(PY) bench/renew_nothing_due.py
+
+bench-scale: setup  # 200, 1,000 and 2,000 sites; rewrites the table in bench/README.md and bench/scale.png
+	.venv/bin/pip install -q -e '.[bench]'
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf demo bench/out .pytest_cache .mypy_cache .ruff_cache

@@ -17,7 +17,7 @@ CERTBOT_OWN = {"cloudflare", "digitalocean", "dnsimple", "dnsmadeeasy", "gehirn"
 
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 extras = project.get("optional-dependencies", {})
-reqs = list(project["dependencies"])
+reqs = list(project["dependencies"]) + extras.get("notify", [])  # notifications work in the image
 for name in (sys.argv[2] if len(sys.argv) > 2 else "").replace(",", " ").split():
     name = name.removeprefix("certbot-dns-").removeprefix("dns-")
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name) or name == "test":

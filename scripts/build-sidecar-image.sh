@@ -71,7 +71,7 @@ fi
 # 3. image -----------------------------------------------------------------------------------
 log=$(mktemp)
 if ! DOCKER_BUILDKIT=0 docker build --force-rm -f deploy/Dockerfile --build-arg "BASE_IMAGE=$base" \
-     --build-arg "DNS_PLUGINS=$plugins" -t "$tag" . >"$log" 2>&1; then
+     --build-arg "DNS_PLUGINS=$plugins" --build-arg "TLSBRIDGE_IMAGE=$tag" -t "$tag" . >"$log" 2>&1; then
   cat "$log" >&2
   rm -f "$log"
   exit 1

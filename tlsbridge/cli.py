@@ -13,7 +13,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from tlsbridge import __version__
 from tlsbridge.errors import TlsbridgeError
@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compose": ("tlsbridge.commands.compose", "write a compose file and nginx snippets for the sites"),
     "daemon-tls": ("tlsbridge.commands.daemon_tls", "mutual TLS for the Docker engine on :2376"),
     "doctor": ("tlsbridge.commands.doctor", "find what keeps certificates from being served, with fixes"),
+    "systemd": ("tlsbridge.commands.systemd", "write the renew service and timer units for this installation"),
+    "notify": ("tlsbridge.commands.notify", "notifications: `notify --test` sends a test message to every target"),
 }
 
 
@@ -51,8 +53,24 @@ class Context:
         return self._config
 
 
+# Options of `tlsbridge` itself: they go before the command (`tlsbridge -c FILE renew`).
+GLOBAL_OPTIONS = ("-c", "--config", "-v", "--verbose", "-q", "--quiet")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """argparse's error (usage, exit 2), plus a hint when a global option came after the command."""
+        if message.startswith("unrecognized arguments:"):
+            words = message.split(":", 1)[1].split()
+            misplaced = [w for w in words if w.split("=", 1)[0] in GLOBAL_OPTIONS]
+            if misplaced:
+                message += (f" ({misplaced[0].split('=', 1)[0]} is an option of tlsbridge itself: "
+                            "put it before the command, e.g. tlsbridge -c tlsbridge.yaml renew)")
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tlsbridge",
         description="ACME certificates for Docker-run nginx: issue with certbot, publish "
         "atomically, reload after a config test, verify what is served.",

@@ -13,10 +13,14 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from tlsbridge.config import Config, Site
-from tlsbridge.targets import SITE_LABEL, ContainerInfo, Mount, resolve
+from tlsbridge.delivery.scope import Scope, foreign_mount, host_path, within
+from tlsbridge.targets import SITE_LABEL, ContainerInfo, Mount, resolve, start_decision
+
+__all__ = ["ERROR", "INFO", "WARNING", "Finding", "check_sites", "covers", "host_path"]
 
 ERROR = "error"
 WARNING = "warning"
+INFO = "info"  # not a problem: printed, never changes the exit code
 _CERT_SUFFIXES = (".pem", ".crt", ".cer", ".key")
 IN_CONTAINER = "/etc/tlsbridge/certs"  # the mount point the docs and generated snippets use
 
@@ -37,25 +41,6 @@ class Finding:
         return f"{self.level}: {self.problem}; fix: {self.fix}"
 
 
-def host_path(path: str, own_mounts: Sequence[Mount] | None) -> str | None:
-    """Where `path` (as tlsbridge sees it) lives on the Docker host; None if only inside our container.
-
-    On the host (own_mounts None) it is the path itself, symlinks resolved. In a container it is
-    the source of the mount that holds it (a bind's host folder or a volume's data folder) plus
-    the rest of the path.
-    """
-    if own_mounts is None:
-        return os.path.realpath(path)
-    best: Mount | None = None
-    for m in own_mounts:
-        if _within(path, m.destination) and (best is None or len(m.destination) > len(best.destination)):
-            best = m
-    if best is None or not best.source:
-        return None
-    rest = os.path.relpath(path, best.destination)
-    return best.source if rest == "." else str(PurePosixPath(best.source) / rest)
-
-
 def covers(m: Mount, host: str) -> bool:
     """Whether a container mount shows the host path `host` (the same folder or a parent)."""
     return m.type in ("bind", "volume") and bool(m.source) and (
@@ -64,8 +49,13 @@ def covers(m: Mount, host: str) -> bool:
 
 def check_sites(cfg: Config, containers: Sequence[ContainerInfo],
                 own_mounts: Sequence[Mount] | None) -> list[Finding]:
-    """Findings about every site's targets and how they mount certificates, errors first."""
+    """Findings about every site's targets and how they mount certificates, errors first.
+
+    Containers labelled for a site that do not mount this instance's published folder are not
+    its targets (delivery.scope): reported as ignored, never advised to mount our certificates.
+    """
     publish_host = host_path(str(cfg.publish.dir), own_mounts)
+    scope = Scope(publish_host)
     certbot_host = host_path(str(cfg.certbot.config_dir), own_mounts)
     out: list[Finding] = []
     if publish_host is None:
@@ -76,7 +66,8 @@ def check_sites(cfg: Config, containers: Sequence[ContainerInfo],
             f"read-only in nginx's (e.g. at {IN_CONTAINER})"))
     webroot_checked: set[tuple[str, str]] = set()
     for site in cfg.sites.values():
-        res = resolve(site, containers)
+        res = resolve(site, containers, scope.owns)
+        out += [_ignored(site, c, cfg) for c in res.ignored]
         for e in res.errors:  # "<problem>; <what to do>"
             problem, _, fix = e.partition("; ")
             out.append(Finding(ERROR, problem, fix or "create that container, or correct the config",
@@ -100,7 +91,17 @@ def check_sites(cfg: Config, containers: Sequence[ContainerInfo],
                         f"{ch.webroot}, so it cannot answer HTTP-01 (fine if another server does)",
                         f"mount it read-only (e.g. -v {ch.webroot}:/var/www/acme:ro) and serve "
                         "/.well-known/acme-challenge/ from it", site.name))
-    return sorted(out, key=lambda f: f.level != ERROR)
+    order = {ERROR: 0, WARNING: 1, INFO: 2}
+    return sorted(out, key=lambda f: order.get(f.level, 3))
+
+
+def _ignored(site: Site, c: ContainerInfo, cfg: Config) -> Finding:
+    m = foreign_mount(c)
+    what = f"{m.name or m.source} at {m.destination}" if m is not None else "another folder"
+    return Finding(INFO, f"container {c.name} is labelled for this site but ignored: it belongs to "
+                   f"another tlsbridge (mounts {what}, not {cfg.publish.dir})",
+                   "nothing to do, unless it should serve this tlsbridge's certificates: then mount "
+                   f"{cfg.publish.dir} (or its volume) instead", site.name)
 
 
 def _target(site: Site, c: ContainerInfo, cfg: Config, publish_host: str | None,
@@ -136,10 +137,31 @@ def _target(site: Site, c: ContainerInfo, cfg: Config, publish_host: str | None,
                 f"add -v {cfg.publish.dir}:{IN_CONTAINER}:ro (or the volume holding it) and use "
                 f"{IN_CONTAINER}/{site.name}/fullchain.pem and privkey.pem", site.name))
     if not c.running:
+        action, _ = start_decision(c)
+        fix = (f"tlsbridge renew starts it (before asking the CA when it answers the webroot "
+               f"challenge); if it keeps exiting see docker logs {c.name}" if action == "start" else
+               f"it was stopped on purpose, so renew leaves it alone (and fails the site before "
+               f"asking the CA when it answers the webroot challenge): docker start {c.name}"
+               if action == "skip" else f"docker start {c.name}; see docker logs {c.name}")
         out.append(Finding(WARNING, f"container {c.name} is not running ({c.status or c.state})",
-                           "tlsbridge renew starts it after publishing; if it keeps exiting see "
-                           f"docker logs {c.name}", site.name))
+                           fix, site.name))
     return out
+
+
+def published_problem(site: str, problem: str) -> Finding:
+    return Finding(ERROR, f"{problem}: nginx fails its config test (and cannot start) on it",
+                   f"run tlsbridge renew --site {site} (it publishes certbot's certificate again, "
+                   "or a placeholder) and check what else writes into that folder", site)
+
+
+def served_problem(site: str, problem: str) -> Finding:
+    return Finding(ERROR, problem, f"run tlsbridge renew --site {site} (it reloads and verifies "
+                   "without asking the CA); if it persists, point ssl_certificate at "
+                   f"{IN_CONTAINER}/{site}/fullchain.pem and check server_name", site)
+
+
+def config_problem(problem: str) -> Finding:
+    return Finding(ERROR, problem, "see tlsbridge validate; install the plugin or fix the file")
 
 
 def docker_unreachable(where: str, problem: str) -> Finding:
@@ -156,6 +178,4 @@ def _is_live(source: str, certbot_host: str) -> bool:
     return "live" in parts and "letsencrypt" in parts[: parts.index("live")]
 
 
-def _within(path: str, ancestor: str) -> bool:
-    a = ancestor.rstrip("/") or "/"
-    return path == a or path.startswith(a if a.endswith("/") else a + "/")
+_within = within

@@ -74,6 +74,12 @@ class DeliveryReport:
 
     failed: Mapping[str, TlsbridgeError] = field(default_factory=dict)
     reloaded: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Per site delivered without failure: the targets (containers, Swarm services) verified
+    # serving its certificate; an empty tuple: the site has no targets.
+    served: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Sites whose targets could not even be looked up (the engine is unreachable) and that name
+    # no container in `reload`: whether that fails them depends on what was delivered before.
+    unreached: Mapping[str, TlsbridgeError] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,6 +99,10 @@ class SiteState:
     last_success: datetime | None = None
     config_hash: str | None = None
     delivered: str | None = None  # fingerprint of the certificate last verified as served
+    retry_after: datetime | None = None  # the CA rate-limited the last attempt: not before this, it said
+    # Per target (container name, or "service:<name>") the fingerprint verified served there;
+    # empty: no target was ever found (a site whose labels match nothing, or no Docker at all).
+    delivered_to: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,14 @@ from tlsbridge.adapters.publish import Publisher
 from tlsbridge.adapters.statestore import StateStore
 from tlsbridge.clock import Clock
 from tlsbridge.config import Config, Site
-from tlsbridge.errors import AriError, CertbotError, PublishError, RateLimitedError, TlsbridgeError
+from tlsbridge.errors import (
+    AriError,
+    CertbotError,
+    DockerError,
+    PublishError,
+    RateLimitedError,
+    TlsbridgeError,
+)
 from tlsbridge.model import (
     Action,
     AriAnswer,
@@ -50,7 +57,10 @@ class Obtainer(Protocol):
 
 
 class WindowSource(Protocol):
-    def window(self, cert_id: str, now: datetime) -> AriWindow | None: ...
+    """The CA's ARI window for a certificate; `ca`: the directory of the CA that issued it (a
+    fallback CA's certificate is asked about there), None for the primary."""
+
+    def window(self, cert_id: str, now: datetime, ca: str | None = None) -> AriWindow | None: ...
 
 
 class Deliverer(Protocol):
@@ -63,6 +73,7 @@ class Deliverer(Protocol):
     """
 
     def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]: ...
+    def precheck(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]: ...
     def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport: ...
 
 
@@ -80,9 +91,9 @@ class Ports:
         unchanged certificate costs one stat(): the memo). Raises PublishError when the
         published certificate cannot be read; one that is not a certificate counts as none."""
         lineage = self.certs.current_cert(name)
-        gen = self.publisher.generation(name)  # `current` resolved once: one generation, never a mix
         try:
-            published = self.memo.read_cert(gen / "cert.pem") if gen is not None else None
+            # One file, so one generation; a string path: this runs for every site on every pass
+            published = self.memo.read_cert(self.publisher.cert_path(name))
         except ValueError:
             published = None
         except OSError as exc:
@@ -110,6 +121,23 @@ class SiteOutcome:
     @property
     def backing_off(self) -> bool:
         return self.plan.decision.action is Action.WAIT
+
+
+def delivery_failure(name: str, state: SiteState, report: DeliveryReport) -> TlsbridgeError | None:
+    """Why a delivery batch failed a site, or None (decided from the report and the state alone).
+    A site whose targets could not be looked up (engine unreachable) fails when it was delivered
+    to some target before: its certificate is not served, and the next pass must retry. One that
+    never had a target (no Docker in use) only gets a warning, as before."""
+    if name in report.failed:
+        return report.failed[name]
+    if name in report.unreached:
+        exc = report.unreached[name]
+        if state.delivered_to:
+            before = ", ".join(sorted(state.delivered_to))
+            return DockerError(f"{exc} (it served this site before: {before}); "
+                               "the next pass delivers it without a new certificate")
+        logger.warning("%s (no target of this site was ever found, so this is not a failure)", exc)
+    return None
 
 
 class Reconciler:
@@ -149,7 +177,7 @@ class Reconciler:
     def _ask_ari(self, name: str, cert: ObservedCert, now: datetime) -> AriAnswer:
         assert cert.ari_cert_id is not None
         try:
-            return AriAnswer(self.ari.window(cert.ari_cert_id, now))
+            return AriAnswer(self.ari.window(cert.ari_cert_id, now, self.ports.certs.server(name)))
         except AriError as exc:
             logger.warning("site=%s ARI unavailable, using the cached window or the lifetime rule: %s",
                            name, exc)
@@ -197,7 +225,11 @@ class Reconciler:
                 todo.append(site)
                 if verdict.bootstrap:
                     bootstrap.append((site, obs.published))
-        blocked = self._bootstrap(bootstrap)
+        blocked = dict(self._bootstrap(bootstrap))
+        if self.deliverer is not None:  # never spend a validation that cannot succeed
+            booted = {s.name for s, _ in bootstrap}
+            blocked.update(self.deliverer.precheck([
+                s for s in todo if s.name not in booted and outcomes[s.name].plan.decision.action in _OBTAIN]))
         delivering: list[Site] = []
         for site in todo:
             outcome = outcomes[site.name]
@@ -217,15 +249,19 @@ class Reconciler:
         if delivering:
             assert self.deliverer is not None
             items = [(s, outcomes[s.name].cert) for s in delivering]
-            failed = self.deliverer.deliver([(s, c) for s, c in items if c is not None]).failed
+            report = self.deliverer.deliver([(s, c) for s, c in items if c is not None])
             for site in delivering:
                 state, outcome = states[site.name], outcomes[site.name]
-                if site.name in failed:
+                failure = delivery_failure(site.name, state, report)
+                if failure is not None:
                     outcomes[site.name], states[site.name] = self._failed(
-                        site, state, outcome.plan, failed[site.name], self.clock.now(), dry_run, outcome)
+                        site, state, outcome.plan, failure, self.clock.now(), dry_run, outcome)
                     continue
                 if outcome.cert is not None:
-                    state = replace(state, delivered=outcome.cert.fingerprint)
+                    fp = outcome.cert.fingerprint
+                    served = report.served.get(site.name)
+                    to = state.delivered_to if served is None else dict.fromkeys(served, fp)
+                    state = replace(state, delivered=fp, delivered_to=to)
                 states[site.name] = self._succeeded(site, state, outcome)
                 dirty.add(site.name)
         for site in sites:
@@ -239,7 +275,7 @@ class Reconciler:
         """The state after a successful apply; a new certificate gets its ARI window and moment."""
         now = self.clock.now()
         state = replace(state, failures=0, next_attempt=None, last_error=None, last_reason=None,
-                        last_success=now, last_attempt=now)
+                        last_success=now, last_attempt=now, retry_after=None)
         cert = outcome.cert
         if outcome.issued and cert is not None:
             ari = None
@@ -305,9 +341,8 @@ class Reconciler:
         """Put what was just published into the memo, while the parser is loaded anyway: the
         next pass (and a next process) then only stat()s it."""
         try:
-            gen = self.ports.publisher.generation(name)  # the key the next observe() reads by
-            return self.ports.memo.read_cert(gen / "cert.pem") if gen is not None else None
-        except (OSError, ValueError, TlsbridgeError):
+            return self.ports.memo.read_cert(self.ports.publisher.cert_path(name))  # observe()'s key
+        except (OSError, ValueError, PublishError):
             return None  # only a lost shortcut: the next pass reads it again
 
     def _failed(self, site: Site, state: SiteState, sp: SitePlan | None, exc: TlsbridgeError,
@@ -322,7 +357,7 @@ class Reconciler:
             failures = state.failures + 1
             retry_after = exc.retry_after if isinstance(exc, RateLimitedError) else None
             state = replace(state, failures=failures, last_error=str(exc), last_reason=reason,
-                            last_attempt=now,
+                            last_attempt=now, retry_after=retry_after,
                             next_attempt=policy.backoff(failures, self.rng, retry_after, now))
             try:
                 self.ports.store.save(site.name, state)

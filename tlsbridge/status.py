@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from tlsbridge import policy
 from tlsbridge.adapters.certmemo import memo_file
@@ -24,6 +24,9 @@ class SiteStatus:
     state: str
     last_error: str | None
     site_state: SiteState
+    ca: str | None = None  # the ACME directory certbot's lineage came from (renewal/<site>.conf)
+    ca_fallback: bool = False  # `ca` is one of acme.fallback
+    retry_after: datetime | None = None  # rate-limited: the CA said not before this (while failing)
 
     def as_json(self) -> dict[str, Any]:
         c = self.cert
@@ -38,22 +41,35 @@ class SiteStatus:
             "published": self.published,
             "state": self.state,
             "last_error": self.last_error,
+            "ca": self.ca,
+            "ca_fallback": self.ca_fallback,
+            "retry_after": _iso(self.retry_after) if self.retry_after else None,
         }
 
+    @property
+    def ca_label(self) -> str:
+        """The CA's host, `(fallback)` when it is one of acme.fallback."""
+        if not self.ca:
+            return "-"
+        return (urlsplit(self.ca).netloc or self.ca) + (" (fallback)" if self.ca_fallback else "")
 
-def collect(cfg: Config, ports: Ports, now: datetime) -> list[SiteStatus]:
-    """Every site's status, from local files and the state store (never the CA)."""
+
+def collect(cfg: Config, ports: Ports, now: datetime, names: list[str] | None = None) -> list[SiteStatus]:
+    """Every site's status (or those in `names`, in that order), from local files and the state
+    store (never the CA)."""
     ports.memo.load(memo_file(cfg.state.dir))  # what renew/run parsed: status re-parses nothing unchanged
-    try:
-        states = ports.store.load_all()  # a damaged store is set aside and read as empty
+    try:  # a damaged store is set aside and read as empty
+        states = ports.store.load_all() if names is None else ports.store.load_some(names)
     finally:
         ports.store.close()  # no connection outlives a status read (the page reads it per request)
-    return [site_status(site, ports.observe(site.name, states.get(site.name) or SiteState()), cfg, now)
-            for site in cfg.sites.values()]
+    sites = cfg.sites.values() if names is None else [cfg.sites[n] for n in names if n in cfg.sites]
+    return [site_status(site, ports.observe(site.name, states.get(site.name) or SiteState()), cfg, now,
+                        ca=ports.certs.server(site.name))
+            for site in sites]
 
 
-def site_status(site: Site, obs: Observation, cfg: Config, now: datetime) -> SiteStatus:
-    """Pure: one site's status from its observation."""
+def site_status(site: Site, obs: Observation, cfg: Config, now: datetime, *, ca: str | None = None) -> SiteStatus:
+    """Pure: one site's status from its observation; `ca`: the directory its lineage came from."""
     lineage, published, st = obs.lineage, obs.published, obs.state
     renew_after = None
     if lineage is not None:
@@ -61,7 +77,7 @@ def site_status(site: Site, obs: Observation, cfg: Config, now: datetime) -> Sit
         chosen = st.chosen_renewal if st.chosen_for == lineage.fingerprint else None
         renew_after = policy.schedule(lineage, before_expiry=cfg.renewal.before_expiry, ari=ari,
                                       chosen=chosen, now=now,
-                                      rng=random.Random(lineage.fingerprint)).renew_at
+                                      rng=policy.SeededLater(lineage.fingerprint)).renew_at
     return SiteStatus(
         name=site.name,
         domains=site.domains,
@@ -71,6 +87,9 @@ def site_status(site: Site, obs: Observation, cfg: Config, now: datetime) -> Sit
         state=_state(site.domains, lineage, published, renew_after, st, now),
         last_error=st.last_error,
         site_state=st,
+        ca=ca if obs.lineage is not None else None,
+        ca_fallback=ca is not None and ca in {f.directory for f in cfg.acme.fallback},
+        retry_after=st.retry_after if st.failures else None,
     )
 
 
@@ -82,9 +101,12 @@ def _state(domains: tuple[str, ...], lineage: ObservedCert | None, published: Ob
         return "failing" if st.failures else "missing"
     if now >= lineage.not_after:
         return "expired"
+    current = published is not None and published.fingerprint == lineage.fingerprint
+    if current and st.delivered != lineage.fingerprint:
+        return "undelivered"  # published, not yet verified as served (the next pass retries)
     if st.failures:
         return "failing"
-    if published is None or published.fingerprint != lineage.fingerprint:
+    if not current:
         return "unpublished"
     if set(domains) != set(lineage.domains):
         return "due"
@@ -98,7 +120,7 @@ def _iso(at: datetime) -> str:
 
 
 def render_table(rows: list[SiteStatus], now: datetime) -> str:
-    header = ("SITE", "STATE", "EXPIRES", "DAYS", "RENEW AFTER", "SERIAL", "DOMAINS")
+    header = ("SITE", "STATE", "EXPIRES", "DAYS", "RENEW AFTER", "SERIAL", "CA", "DOMAINS")
     lines = [header]
     for r in rows:
         c = r.cert
@@ -110,10 +132,13 @@ def render_table(rows: list[SiteStatus], now: datetime) -> str:
             days,
             _iso(r.renew_after) if r.renew_after else "-",
             (c.serial_hex[:16] if c else "-"),
+            r.ca_label,
             ",".join(r.domains),
         ))
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                      for row in lines)
     errors = [f"{r.name}: {r.last_error}" for r in rows if r.last_error]
+    errors += [f"{r.name}: rate-limited by the CA, which asks to retry after {_iso(r.retry_after)}"
+               for r in rows if r.retry_after]
     return text + ("\n\nlast errors:\n" + "\n".join(errors) if errors else "")

@@ -7,12 +7,12 @@ here decides from those values alone (no Docker, no network), so it is table-tes
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tlsbridge.config import Site
 
-SITE_LABEL = "tlsbridge.site"  # value: comma-separated site names
+SITE_LABEL = "tlsbridge.site"  # value: comma-separated site names, or "*" (every site)
 _EXIT = re.compile(r"^Exited \((-?\d+)\)")
 
 
@@ -35,6 +35,7 @@ class ContainerInfo:
     networks: Mapping[str, str] = field(default_factory=dict)  # network name -> IPv4 address
     network_mode: str = ""
     mounts: tuple[Mount, ...] = ()
+    ports: tuple[int, ...] = ()  # the TCP ports it exposes (inside the container), sorted
 
     @property
     def running(self) -> bool:
@@ -54,22 +55,35 @@ class Resolution:
     targets: tuple[ContainerInfo, ...]
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    ignored: tuple[ContainerInfo, ...] = ()  # labelled for the site, but another instance's
 
 
 def label_lists_site(value: str, site: str) -> bool:
-    """Whether a `tlsbridge.site` label value (comma-separated names) includes `site`."""
-    return site in {part.strip() for part in value.split(",")}
+    """Whether a `tlsbridge.site` label value (comma-separated names, or `*`: every site of the
+    instance whose certificates the container mounts) includes `site`."""
+    names = {part.strip() for part in value.split(",")}
+    return site in names or "*" in names
 
 
-def resolve(site: Site, containers: Sequence[ContainerInfo]) -> Resolution:
+def resolve(site: Site, containers: Sequence[ContainerInfo],
+            belongs: Callable[[ContainerInfo], bool] | None = None) -> Resolution:
     """The containers to reload for `site`, in a stable order, each listed once.
 
     Targets: containers named in `reload`, containers carrying a `label: KEY=VALUE` entry's label,
     and containers labelled `tlsbridge.site` with the site's name in the value. A named container
-    that does not exist is an error; a label that matches nothing is a warning.
+    that does not exist is an error; a label that matches nothing is a warning. Containers found
+    through a label are kept only if `belongs` says they are this instance's (delivery.scope);
+    the others are `ignored`. Named containers are always kept.
     """
     by_name = {c.name: c for c in containers}
     found: dict[str, ContainerInfo] = {}
+    ignored: dict[str, ContainerInfo] = {}
+
+    def labelled(c: ContainerInfo) -> None:
+        if belongs is None or c.id in found or belongs(c):
+            found.setdefault(c.id, c)
+        else:
+            ignored.setdefault(c.id, c)
     errors: list[str] = []
     warnings: list[str] = []
     for i, entry in enumerate(site.reload):
@@ -86,12 +100,13 @@ def resolve(site: Site, containers: Sequence[ContainerInfo]) -> Resolution:
             if not matched:
                 warnings.append(f"no container has the label {entry.label} (reload[{i}])")
             for c in matched:
-                found.setdefault(c.id, c)
+                labelled(c)
     for c in containers:
         if SITE_LABEL in c.labels and label_lists_site(c.labels[SITE_LABEL], site.name):
-            found.setdefault(c.id, c)
+            labelled(c)
     targets = tuple(sorted(found.values(), key=lambda c: c.name))
-    return Resolution(site.name, targets, tuple(errors), tuple(warnings))
+    others = tuple(sorted((c for i, c in ignored.items() if i not in found), key=lambda c: c.name))
+    return Resolution(site.name, targets, tuple(errors), tuple(warnings), others)
 
 
 def probe_address(container: ContainerInfo, own_networks: frozenset[str] | None) -> str | None:

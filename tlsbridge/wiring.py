@@ -45,6 +45,11 @@ class LazyDeliverer:
     def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
         return self.real.bootstrap(sites)
 
+    def precheck(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
+        if not any(s.challenge.method == "webroot" for s in sites):
+            return {}  # nothing to check: Docker is not even imported
+        return self.real.precheck(sites)
+
     def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport:
         report = self.real.deliver(items)
         if self._on_delivered is not None:
@@ -68,18 +73,20 @@ class LazyCertbot:
 
 
 class LazyAri:
-    """The CA's renewalInfo client, built on first use (not while the cached answers stand)."""
+    """The CAs' renewalInfo clients, each built on first use (not while the cached answers stand)."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self._real: AriClient | None = None
+        self._real: dict[str, AriClient] = {}
 
-    def window(self, cert_id: str, now: datetime) -> AriWindow | None:
-        if self._real is None:
+    def window(self, cert_id: str, now: datetime, ca: str | None = None) -> AriWindow | None:
+        """`ca`: the issuing CA's directory (a fallback's certificate is asked about there)."""
+        directory = ca or self.cfg.acme.directory
+        if directory not in self._real:
             from tlsbridge.adapters.ari import AriClient
 
-            self._real = AriClient(self.cfg.acme.directory, self.cfg.acme.ca_bundle)
-        return self._real.window(cert_id, now)
+            self._real[directory] = AriClient(directory, self.cfg.acme.ca_bundle)
+        return self._real[directory].window(cert_id, now)
 
 
 def build_ports(cfg: Config, memo: CertMemo | None = None) -> Ports:

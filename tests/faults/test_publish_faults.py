@@ -60,8 +60,8 @@ def test_a_read_only_publish_dir_fails_before_the_ca_is_asked(tmp_path: Path, fa
         assert r.returncode == 1
         assert str(env.publish_dir) in r.stderr and "read-only" in r.stderr.lower()
         assert orders(env, "ro") == 0 and not (env.config_dir / "archive").exists()
-    backing = env.run("renew")  # the failure backs off like any other (and renew says so: exit 1)
-    assert backing.returncode == 1 and "site=ro backing off until" in backing.stderr, backing.stderr
+    backing_off = env.run("renew")  # the failure backs off like any other, and says so
+    assert backing_off.returncode == 1 and "site=ro backing off until" in backing_off.stderr
     assert env.run("renew", "--force").returncode == 0  # writable again
     assert orders(env, "ro") == 1
 

@@ -9,7 +9,7 @@ server validates DNS-01 against the TXT records certbot adds and resolves HTTP-0
 
 ``named`` comes from ``$TLSBRIDGE_NAMED``, else ``tools/bind9/usr/sbin/named`` (unpacked by
 scripts/setup.sh without installing the package: no system service is created or started), else
-PATH. See FACTS.md, "DNS-01 against a real DNS server".
+PATH (bind9 9.18 runs unprivileged on a free port with `named -c FILE -u root`).
 """
 
 from __future__ import annotations

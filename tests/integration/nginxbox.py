@@ -48,15 +48,18 @@ class NginxBox:
         self.containers: list[Any] = []
 
     def nginx(self, name: str, conf_dir: Path, publish_dir: Path, webroot: Path, *,
-              http_port: int | None = None, labels: Mapping[str, str] | None = None) -> Any:
-        """Create and start an nginx container; it may exit at once (no certificate yet)."""
+              http_port: int | None = None, labels: Mapping[str, str] | None = None,
+              extra: Mapping[str, str] | None = None) -> Any:
+        """Create and start an nginx container; it may exit at once (no certificate yet).
+        `extra`: more read-only folders, host path -> path inside."""
         ports = {"80/tcp": ("127.0.0.1", http_port)} if http_port else {}
         c = self.client.containers.run(
             self.image, detach=True, name=f"{self.prefix}-{name}", network=self.network.name,
             ports=ports, labels=dict(labels or {}),
             volumes={str(conf_dir): {"bind": "/etc/nginx/conf.d", "mode": "ro"},
                      str(publish_dir): {"bind": CERTS_IN_CONTAINER, "mode": "ro"},
-                     str(webroot): {"bind": WEBROOT_IN_CONTAINER, "mode": "ro"}},
+                     str(webroot): {"bind": WEBROOT_IN_CONTAINER, "mode": "ro"},
+                     **{k: {"bind": v, "mode": "ro"} for k, v in (extra or {}).items()}},
         )
         self.containers.append(c)
         return c

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from tlsbridge.certinfo import PLACEHOLDER_ORG, parse_pem
 from tlsbridge.clock import SystemClock
 from tlsbridge.delivery.containers import DockerDeliverer
 from tlsbridge.delivery.verify import fingerprint
-from tlsbridge.targets import ContainerInfo
 from tlsbridge.wiring import build_reconciler
 
 
@@ -111,7 +110,7 @@ def test_a_failed_config_test_is_not_reloaded_and_the_old_certificate_stays_serv
     assert box.reloads(nginx) == hups
     new = env.published("guard")
     assert new != old and box.serves(nginx, "guard.example.com", old)
-    assert env.status()["guard"]["state"] == "failing"
+    assert env.status()["guard"]["state"] == "undelivered"  # published, not served
 
     # Level-triggered repair: once the config is fixed, a plain renew delivers what is published.
     (conf / "broken.conf").unlink()
@@ -120,6 +119,7 @@ def test_a_failed_config_test_is_not_reloaded_and_the_old_certificate_stays_serv
     assert "NotDelivered" in fixed.stdout
     assert box.serves(nginx, "guard.example.com", new)
     assert box.reloads(nginx) == hups + 1
+    assert env.status()["guard"]["state"] == "valid"
 
 
 class _VanishingAdapter(DockerAdapter):
@@ -129,12 +129,12 @@ class _VanishingAdapter(DockerAdapter):
         super().__init__(cfg)
         self.victim = victim
 
-    def containers(self) -> list[ContainerInfo]:
-        listed = super().containers()
-        if self.victim is not None:
+    def exec(self, ref: str, argv: Sequence[str], name: str) -> tuple[int, str]:
+        # removed after every listing (the pre-check before the CA lists too), before its nginx -t
+        if self.victim is not None and ref == self.victim.id:
             self.victim.remove(force=True)
             self.victim = None
-        return listed
+        return super().exec(ref, argv, name)
 
 
 def test_a_target_that_disappears_mid_run_fails_only_its_site(

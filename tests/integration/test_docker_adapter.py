@@ -65,7 +65,8 @@ def test_doctor_names_stale_mounts_missing_targets_and_unreachable_docker(
         # The well-mounted one is only reported as not running (created, never started).
         assert [line for line in lines if good.name + " " in line] == [
             f"WARNING site=shop: container {good.name} is not running (Created). Fix: tlsbridge renew starts "
-            f"it after publishing; if it keeps exiting see docker logs {good.name}"]
+            f"it (before asking the CA when it answers the webroot challenge); if it keeps exiting see "
+            f"docker logs {good.name}"]
         assert all(" Fix: " in line for line in lines)
 
         doc["docker"] = {"host": "unix:///nonexistent/docker.sock", "timeout": "2s"}

@@ -93,7 +93,9 @@ def test_started_containers_are_verified_across_a_docker_outage(
                 p.chmod(0o755)
             (stale / "certs" / web / "privkey.pem").chmod(0o644)
             t0 = time.monotonic()
-            odd = box.nginx("odd", conf, stale / "certs", webroot, labels={"tlsbridge.site": web})
+            # (it mounts this tlsbridge's folder too, elsewhere: ours, see delivery.scope)
+            odd = box.nginx("odd", conf, stale / "certs", webroot, labels={"tlsbridge.site": web},
+                            extra={str(certs): "/srv/tlsbridge-certs"})
             wait_for("the mismatch", lambda: d.metric(f'tlsbridge_verification_failures_total{{site="{web}"}}'),
                      30, on_timeout=d.tail)
             print(f"mismatch found {time.monotonic() - t0:.2f} s after `docker run`")

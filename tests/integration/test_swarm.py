@@ -229,7 +229,7 @@ def test_a_new_version_swarm_rolls_back_fails_the_site_and_the_old_one_stays_ser
           "(including the issuance)")
     assert service_secret_names(client, name) == before
     assert serves("127.0.0.1", https_port, domain, old)
-    assert env.status()[site]["state"] == "failing"
+    assert env.status()[site]["state"] == "undelivered"  # published, not served
     new = env.published(site, "fullchain.pem")
     assert new != old
 

@@ -35,7 +35,7 @@ class FakeApp:
     def metrics(self) -> tuple[bytes, str]:
         return b"tlsbridge_up 1\n", "text/plain; version=0.0.4"
 
-    def status_page(self) -> str:
+    def status_page(self, page: int = 1) -> str:
         return "<html>site secret.example.com</html>"
 
 

@@ -97,3 +97,59 @@ def test_a_corrupt_memo_file_is_ignored(tmp_path: Path) -> None:
         memo = CertMemo()
         memo.load(store)
         assert memo.read_cert(tmp_path / "x") is None
+
+
+def test_refusing_parse_raises_on_a_miss_in_that_thread_only(tmp_path: Path) -> None:
+    import threading
+
+    from tlsbridge.adapters.certmemo import ParseRefused
+
+    known, new = tmp_path / "known.pem", tmp_path / "new.pem"
+    write(known, cert_files(("k.example",)).cert)
+    write(new, cert_files(("n.example",)).cert)
+    memo = CertMemo()
+    want = memo.read_cert(known)
+    other: list[object] = []
+    with memo.refusing_parse():
+        assert memo.read_cert(known) is want  # known: answered from the memo
+        assert memo.read_cert(tmp_path / "absent.pem") is None
+        with pytest.raises(ParseRefused):
+            memo.read_cert(new)
+        t = threading.Thread(target=lambda: other.append(memo.read_cert(new)))  # e.g. the status page
+        t.start()
+        t.join()
+    assert other == [parse_pem(new.read_bytes())]
+    assert memo.read_cert(new) == other[0]
+
+
+def test_loaded_again_replaces_what_another_process_parsed(tmp_path: Path) -> None:
+    path, file = tmp_path / "cert.pem", tmp_path / "memo.json"
+    write(path, cert_files(("a.example",)).cert)
+    parent = CertMemo()
+    parent.load(file)
+    old = parent.read_cert(path)
+    write(path, cert_files(("b.example",)).cert)  # e.g. a child process issued and published
+    child = CertMemo()
+    new = child.read_cert(path)
+    child.save(file)
+    parent.load(file)  # once per process: nothing changes
+    assert parent._memo[str(path)][1] == old
+    parent.load(file, again=True)
+    with parent.refusing_parse():
+        assert parent.read_cert(path) == new and new != old
+
+
+def test_a_certificate_in_two_files_is_one_object_after_loading(tmp_path: Path) -> None:
+    pem = cert_files(("a.example",)).cert
+    live, published, file = tmp_path / "live.pem", tmp_path / "pub.pem", tmp_path / "memo.json"
+    write(live, pem)
+    write(published, pem)
+    first = CertMemo()
+    first.read_cert(live)
+    first.read_cert(published)
+    first.save(file)
+    again = CertMemo()
+    again.load(file)
+    with again.refusing_parse():
+        assert again.read_cert(live) is again.read_cert(published)
+        assert again.read_cert(live) == parse_pem(pem)

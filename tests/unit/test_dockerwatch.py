@@ -46,6 +46,11 @@ def event(name: str, **labels: str) -> DockerEvent:
                        attributes={"name": name, **labels})
 
 
+# labelled for a site, but another tlsbridge's (delivery.scope): no request
+THEIRS = DockerEvent(type="container", action="start", id="0" * 64, name="theirs",
+                     attributes={"name": "theirs", "tlsbridge.site": "shop"})
+
+
 def test_a_container_start_concerns_the_sites_it_serves() -> None:
     cfg = parse(CONFIG)
     assert sites_of_container(cfg, event("web")) == ["shop"]
@@ -92,7 +97,7 @@ class Script:
         self.on_request = on_request
         self.watcher = DockerWatcher(lambda: self.cfg, self.enqueue, self.states.append,
                                      open_events=self.open, now=FixedClock(T0).now,
-                                     rng=random.Random(1))
+                                     rng=random.Random(1), owns=lambda cfg, cid: cid != THEIRS.id)
 
     def enqueue(self, request: Request) -> None:
         self.requests.append(request)
@@ -100,7 +105,7 @@ class Script:
 
     def open(self, docker: DockerConfig, filters: Mapping[str, str | Sequence[str]],
              since: datetime | None) -> Stream:
-        assert docker == self.cfg.docker and filters == {"type": "container", "event": ["start"]}
+        assert docker == self.cfg.docker and filters == {"type": "container", "event": ["start", "die", "destroy"]}
         self.since.append(since)
         got = self.attempts.pop(0)
         if not self.attempts:
@@ -114,7 +119,7 @@ def test_the_watcher_queues_a_verify_per_start_and_replays_after_a_loss(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("TLSBRIDGE_RETRY_SCALE", "0")
     script = Script(parse(CONFIG), [
-        Stream([event("web"), event("other")]),  # then the engine ends the stream
+        Stream([event("web"), event("other"), THEIRS]),  # then the engine ends the stream
         DockerError("connection refused"),
         DockerError("connection refused"),
         Stream([event("x", **{"tlsbridge.site": "api"})]),

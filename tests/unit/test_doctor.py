@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tlsbridge import config
 from tlsbridge.doctor import ERROR, WARNING, Finding, check_sites, covers, host_path
 from tlsbridge.targets import ContainerInfo, Mount
@@ -106,3 +108,52 @@ def test_covers() -> None:
     assert not covers(bind("/srv/certs/shopping", "/x"), "/srv/certs/shop")
     assert not covers(Mount("tmpfs", "", "/x"), "/srv/certs/shop")
     assert WARNING != ERROR
+
+
+# -- the published folder, read through one generation (delivery.served_check) ------------------
+
+def test_read_published_finds_an_emptied_incomplete_or_absent_folder(tmp_path: Path) -> None:
+    from helpers import T0
+
+    from tlsbridge.adapters.publish import Publisher
+    from tlsbridge.delivery.served_check import read_published
+    from tlsbridge.placeholder import make_placeholder
+
+    pub = Publisher(tmp_path)
+    assert read_published(tmp_path, "shop").never
+    pub.publish("shop", make_placeholder("shop", ("shop.example.com",), T0))
+    ok = read_published(tmp_path, "shop")
+    assert ok.problem is None and ok.fingerprint is not None and len(ok.fingerprint) == 64
+    (tmp_path / "shop" / "chain.pem").unlink()
+    assert read_published(tmp_path, "shop").problem == f"the published folder {tmp_path / 'shop'} lacks chain.pem"
+    for entry in (tmp_path / "shop").iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            for f in entry.iterdir():
+                f.unlink()
+            entry.rmdir()
+        else:
+            entry.unlink()
+    assert read_published(tmp_path, "shop").problem == f"the published folder {tmp_path / 'shop'} is empty"
+
+
+def test_doctor_reports_a_dns_plugin_that_is_not_installed(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from tlsbridge.cli import main
+
+    cfg = tmp_path / "tlsbridge.yaml"
+    cfg.write_text(f"""
+publish: {{dir: {tmp_path}/certs}}
+state: {{dir: {tmp_path}/state}}
+challenge: {{method: dns, dns_plugin: cloudflare, dns_credentials: {tmp_path}/missing.ini}}
+sites:
+  shop: {{domains: [shop.example.com]}}
+""")
+    assert main(["-c", str(cfg), "doctor", "--no-docker"]) == 1
+    out = capsys.readouterr().out
+    assert f"ERROR site=-: {cfg}: challenge.dns_credentials: {tmp_path}/missing.ini does not exist" in out, out
+    (tmp_path / "missing.ini").write_text("")
+    (tmp_path / "missing.ini").chmod(0o600)
+    assert main(["-c", str(cfg), "doctor", "--no-docker"]) == 1
+    out = capsys.readouterr().out
+    assert f"ERROR site=-: {cfg}: challenge.dns_plugin: the certbot DNS plugin dns-cloudflare is not " \
+        "installed" in out, out

@@ -111,3 +111,16 @@ def test_reloads_are_counted_per_container_from_the_delivery_report() -> None:
     assert 'tlsbridge_reloads_total{site="shop"} 3.0' in text
     assert 'tlsbridge_reloads_total{site="blog"} 1.0' in text
     assert 'site="idle"' not in text
+
+
+def test_undelivered_is_a_per_site_gauge_that_clears() -> None:
+    m = Metrics()
+    m.set_sites({"shop": {"failures": 1, "undelivered": 1}, "blog": {"failures": 0, "undelivered": 0}})
+    text = m.render().decode()
+    assert 'tlsbridge_site_undelivered{site="shop"} 1.0' in text
+    assert 'tlsbridge_site_undelivered{site="blog"} 0.0' in text
+    m.set_sites({"shop": {"failures": 0, "undelivered": 0}})
+    text = m.render().decode()
+    assert 'tlsbridge_site_undelivered{site="shop"} 0.0' in text
+    assert 'tlsbridge_site_consecutive_failures{site="shop"} 0.0' in text
+    assert 'site="blog"' not in text

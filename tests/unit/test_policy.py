@@ -109,6 +109,18 @@ def test_ari_choice_never_lies_in_the_past_of_now() -> None:
         assert now <= s.renew_at <= T0 + 52 * DAY
 
 
+def test_an_ari_window_past_expiry_is_cut_before_it() -> None:
+    """A 1-day certificate whose CA window ends after expiry: never a moment past not_after."""
+    c = cert(lifetime=DAY)
+    w = AriWindow(start=T0 + DAY * 0.5, end=T0 + DAY * 1.5, retry_after=T0)
+    for seed in range(50):
+        s = sched(c, T0, ari=w, seed=seed)
+        assert s.rule == "ari" and T0 + DAY * 0.5 <= s.renew_at <= c.not_after - DAY * 0.1
+    late = AriWindow(start=T0 + DAY * 0.95, end=T0 + DAY * 2, retry_after=T0)
+    fallback = sched(c, T0, ari=late)
+    assert fallback.rule == "lifetime" and fallback.renew_at == policy.lifetime_renew_at(c)
+
+
 def test_ari_overrides_the_lifetime_rule_but_before_expiry_overrides_ari() -> None:
     c = cert()
     assert sched(c, T0, ari=window(80, 81)).rule == "ari"
@@ -198,6 +210,17 @@ def test_deciding_changes_nothing_it_was_given_and_says_what_to_remember() -> No
     # decided again with what was remembered: the same moment, and nothing new to save
     again = policy.decide_site(SITE, replace(obs, state=v.state, ari=None), CFG, T0 + DAY)
     assert again.state == v.state and again.decision.renew_at == v.decision.renew_at
+
+
+def test_a_failure_that_no_longer_matters_is_cleared() -> None:
+    """Issue 10 point 3: nothing due, published and served: `failing` does not stick."""
+    obs = observed(cert(), cert(), state=replace(FAILING, delivered="f1"))
+    v = policy.decide_site(SITE, obs, CFG, T0 + DAY, delivers=True)
+    assert v.decision.action is Action.NONE
+    assert (v.state.failures, v.state.next_attempt, v.state.last_error) == (0, None, None)
+    # not delivered yet: the failure stands until the delivery succeeds
+    v = policy.decide_site(SITE, observed(cert(), cert(), state=FAILING), CFG, T0 + DAY, delivers=True)
+    assert v.decision.reason == "NotDelivered" and v.state.failures == FAILING.failures
 
 
 def test_nothing_to_remember_keeps_the_very_same_state() -> None:

@@ -28,7 +28,7 @@ class Source:
         self.answers = list(answers)
         self.calls = 0
 
-    def window(self, cert_id: str, now: datetime) -> AriWindow | None:
+    def window(self, cert_id: str, now: datetime, ca: str | None = None) -> AriWindow | None:
         self.calls += 1
         answer = self.answers.pop(0)
         if isinstance(answer, AriError):

@@ -18,7 +18,7 @@ from tlsbridge.adapters.publish import Publisher
 from tlsbridge.certinfo import parse_pem
 from tlsbridge.clock import FixedClock
 from tlsbridge.config import Site
-from tlsbridge.errors import ReloadError, TlsbridgeError
+from tlsbridge.errors import DockerError, ReloadError, TlsbridgeError
 from tlsbridge.model import Action, AriWindow, DeliveryReport, ObservedCert
 from tlsbridge.reconcile import Reconciler
 from tlsbridge.wiring import build_ports
@@ -37,13 +37,15 @@ class Obtainer:
 
 
 class NoAri:
-    def window(self, cert_id: str, now: datetime) -> AriWindow | None:
+    def window(self, cert_id: str, now: datetime, ca: str | None = None) -> AriWindow | None:
         raise AssertionError("renewal.before_expiry is set: the CA is never asked")
 
 
 class Deliverer:
     def __init__(self, log: list[str], publisher: Publisher, fail: Mapping[str, TlsbridgeError] | None = None):
         self.log, self.publisher, self.fail = log, publisher, dict(fail or {})
+        self.unreached: dict[str, TlsbridgeError] = {}  # the engine away: targets not looked up
+        self.targets: dict[str, tuple[str, ...]] = {}
 
     def bootstrap(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
         for s in sites:  # what nginx would load when started now
@@ -51,9 +53,16 @@ class Deliverer:
         self.log.append("bootstrap " + ",".join(s.name for s in sites))
         return {}
 
+    def precheck(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
+        return {}
+
     def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport:
         self.log.append("deliver " + ",".join(s.name for s, _ in items))
-        return DeliveryReport(failed={s.name: self.fail[s.name] for s, _ in items if s.name in self.fail})
+        names = [s.name for s, _ in items]
+        return DeliveryReport(failed={n: self.fail[n] for n in names if n in self.fail},
+                              unreached={n: self.unreached[n] for n in names if n in self.unreached},
+                              served={n: self.targets.get(n, ()) for n in names
+                                      if n not in self.fail and n not in self.unreached})
 
 
 def setup(tmp_path: Path, fail: Mapping[str, TlsbridgeError] | None = None) -> tuple[Reconciler, list[str]]:
@@ -134,3 +143,33 @@ def test_a_nothing_due_pass_parses_no_certificate(tmp_path: Path) -> None:
     outcomes = fresh.run_pass()
     assert [o.plan.decision.reason for o in outcomes] == ["NotDue", "NotDue"] and log == []
     assert parsed == []
+
+
+def test_an_unreachable_engine_fails_a_site_delivered_before_and_the_next_pass_delivers(tmp_path: Path) -> None:
+    """Issue 10 point 2: a renewal made while the engine is away is not lost."""
+    rec, log = setup(tmp_path)
+    deliverer = rec.deliverer
+    assert isinstance(deliverer, Deliverer)
+    deliverer.targets = {"one": ("web",)}
+    rec.run_pass()
+    assert rec.ports.store.get("one").delivered_to == {"web": rec.ports.store.get("one").delivered}
+    assert rec.ports.store.get("two").delivered_to == {}
+
+    deliverer.unreached = {n: DockerError(f"site={n}: Docker is not reachable") for n in ("one", "two")}
+    log.clear()
+    forced = {o.site: o for o in rec.run_pass(force=True)}
+    assert log == ["obtain one", "obtain two", "deliver one,two"]
+    # `one` had a target: its new certificate is not served, a failure; `two` never had one.
+    assert not forced["one"].ok and forced["one"].reason == "Docker" and forced["one"].issued
+    assert "served this site before: web" in (forced["one"].error or "")
+    assert forced["two"].ok
+    state = rec.ports.store.get("one")
+    assert state.failures == 1 and state.delivered != forced["one"].cert.fingerprint  # type: ignore[union-attr]
+
+    deliverer.unreached = {}
+    log.clear()
+    again = {o.site: o for o in rec.run_pass()}
+    assert log == ["deliver one"]  # no new certificate: delivery only
+    assert again["one"].ok and again["one"].plan.decision.reason == "NotDelivered"
+    state = rec.ports.store.get("one")
+    assert state.failures == 0 and state.delivered == forced["one"].cert.fingerprint  # type: ignore[union-attr]

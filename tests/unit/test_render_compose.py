@@ -114,6 +114,12 @@ def test_nginx_service_shape() -> None:
     cfg = cfg_of("many")
     svc = _services(compose.render(spec_of(cfg)))["nginx"]
     assert svc["labels"] == {"tlsbridge.site": "a.site,b_site,c-site"}
+    # A sidecar stack labels nginx for every site: adding one leaves the service unchanged, so
+    # `docker compose up -d` does not recreate (stop) nginx.
+    side = _services(compose.render(spec_of(cfg, sidecar=True)))["nginx"]
+    assert side["labels"] == {"tlsbridge.site": "*"}
+    fewer = _services(compose.render(spec_of(cfg_of("one"), sidecar=True)))["nginx"]
+    assert fewer == side
     assert svc["restart"] == "unless-stopped"
     assert svc["ports"] == ["${TLSBRIDGE_HTTP_PORT:-80}:80", "${TLSBRIDGE_HTTPS_PORT:-443}:443"]
     assert svc["healthcheck"]["test"] == ["CMD", "nginx", "-t", "-q"]

@@ -64,4 +64,12 @@ def test_work(batch: Batch, changed: bool, expected: Work) -> None:
 
 def test_kinds_are_an_enum_and_stop_is_a_request() -> None:
     assert STOP.kind is Kind.STOP and STOP.sites is None
-    assert {k.value for k in Kind} == {"pass", "verify", "reload", "stop"}
+    assert {k.value for k in Kind} == {"pass", "verify", "reload", "stop", "discover"}
+
+
+def test_discover_requests_merge_into_one_relist() -> None:
+    batch = merge([Request(Kind.DISCOVER, None, "container a start"),
+                   Request(Kind.DISCOVER, None, "container b die"), Request(Kind.PASS, frozenset({"x"}))])
+    assert batch.discover and batch.pass_sites == {"x"} and not batch.full_pass
+    assert batch.why == "container a start, container b die"
+    assert not merge([Request(Kind.PASS)]).discover

@@ -3,6 +3,7 @@ certificate when daemon_tls is configured."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,15 +42,21 @@ def test_site_status_from_an_observation() -> None:
                             key_type="ecdsa", issuer="CN=x", fingerprint=fp, placeholder=placeholder)
 
     failing = SiteState(failures=1, last_error="boom")
+    served = SiteState(delivered="f")
     cases = [
         (Observation(None, None, None, SiteState()), T0, "missing"),
         (Observation(None, None, None, failing), T0, "failing"),
         (Observation(None, cert("p", placeholder=True), None, failing), T0, "placeholder"),
         (Observation(cert("f"), None, True, SiteState()), T0, "unpublished"),
-        (Observation(cert("f"), cert("f"), None, SiteState()), T0, "valid"),
-        (Observation(cert("f"), cert("f"), None, SiteState()), T0 + timedelta(days=61), "due"),
-        (Observation(cert("f"), cert("f"), None, SiteState()), T0 + timedelta(days=91), "expired"),
-        (Observation(cert("f"), cert("f"), None, failing), T0, "failing"),
+        (Observation(cert("f"), cert("f"), None, served), T0, "valid"),
+        (Observation(cert("f"), cert("f"), None, served), T0 + timedelta(days=61), "due"),
+        (Observation(cert("f"), cert("f"), None, served), T0 + timedelta(days=91), "expired"),
+        (Observation(cert("f"), cert("f"), None, replace(failing, delivered="f")), T0, "failing"),
+        # Published but not verified as served (a refused reload, the engine away): its own
+        # state, before `failing`, until a pass delivers it.
+        (Observation(cert("f"), cert("f"), None, SiteState()), T0, "undelivered"),
+        (Observation(cert("f"), cert("f"), None, replace(failing, delivered="old")), T0, "undelivered"),
+        (Observation(cert("f"), cert("old"), None, served), T0, "unpublished"),
     ]
     for obs, now, state in cases:
         row = site_status(site, obs, cfg, now)

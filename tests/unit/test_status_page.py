@@ -105,3 +105,10 @@ def test_a_failing_site_says_so_whatever_its_state() -> None:
     assert '<span class="badge off">placeholder</span> <span class="badge bad">failing</span>' in page
     page = render([row(state="failing", failures=3)], NOW, META)
     assert page.count("badge bad") == 1
+
+
+def test_an_undelivered_site_has_its_own_badge_and_counts_in_the_title() -> None:
+    page = render([row(state="undelivered", failures=1, last_error="nginx's config test failed"),
+                   row(name="blog")], NOW, META)
+    assert '<span class="badge bad">undelivered</span>' in page
+    assert "<title>tlsbridge: 2 sites, 1 not served yet</title>" in page

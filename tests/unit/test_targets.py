@@ -53,6 +53,7 @@ def test_a_site_without_reload_entries_finds_only_its_label() -> None:
 @pytest.mark.parametrize(("value", "name", "expected"), [
     ("shop", "shop", True), ("blog,shop", "shop", True), (" blog , shop ", "shop", True),
     ("shopping", "shop", False), ("", "shop", False),
+    ("*", "shop", True), (" * ", "any", True),  # every site (a generated sidecar stack)
 ])
 def test_label_lists_site(value: str, name: str, expected: bool) -> None:
     assert label_lists_site(value, name) is expected

@@ -9,6 +9,12 @@ site on DNS-01 with sites on HTTP-01. Secrets stay off certbot's command line: t
 reaches certbot through an anonymous in-memory file (memfd) given as `--config /dev/fd/N`, which
 no other user can open, nothing writes to disk and which vanishes with the processes.
 certbot dies with tlsbridge (PR_SET_PDEATHSIG, see certbot_main.py).
+
+CAs: the primary (acme.directory) first on every attempt; a fallback (acme.fallback, in order) only
+when the CAs before it failed this attempt by being away or rate-limiting the site. Each CA has
+its own certbot account (certbot files accounts by server URL), and the lineage's
+renewal/<site>.conf records the CA of its current certificate. A renewal at the CA that issued
+the certificate names it in ARI's `replaces` (certbot_main.py adds the field to the order).
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tlsbridge.adapters.certbot_main import PARENT_ENV
+from tlsbridge.adapters.certbot_main import PARENT_ENV, REPLACES_ENV
 from tlsbridge.adapters.certbot_output import DnsSide, classify, tail
-from tlsbridge.config import ChallengeConfig, Config, Site
-from tlsbridge.errors import AccountGoneError, CertbotError, TransientCAError
+from tlsbridge.adapters.certstore import renewal_params
+from tlsbridge.config import AcmeConfig, CaConfig, ChallengeConfig, Config, Site
+from tlsbridge.errors import AccountGoneError, CertbotError, RateLimitedError, TransientCAError
 from tlsbridge.model import Action
 from tlsbridge.retry import retry
 
@@ -57,6 +64,17 @@ def _accounts_dir(config_dir: Path, server: str) -> Path:
     return config_dir / "accounts" / parts.netloc / parts.path.strip("/")
 
 
+def cas(acme: AcmeConfig) -> tuple[CaConfig, ...]:
+    """The primary CA, then the fallbacks, in the order an attempt tries them."""
+    return (CaConfig(acme.directory, acme.email, acme.eab), *acme.fallback)
+
+
+def falls_back(error: CertbotError) -> bool:
+    """Whether the next CA may succeed where this one failed: it stayed away (after retries) or
+    rate-limited the site. A failed validation or a trust problem would fail there too."""
+    return isinstance(error, TransientCAError | RateLimitedError)
+
+
 def has_account(config_dir: Path, server: str) -> bool:
     """Whether certbot already holds an ACME account for `server` in `config_dir`."""
     try:
@@ -66,28 +84,30 @@ def has_account(config_dir: Path, server: str) -> bool:
 
 
 def build_argv(cfg: Config, site: Site, action: Action, *, register: bool = True,
-               eab_config: str | None = None) -> list[str]:
-    """certbot's arguments (after the program) to obtain `site`'s certificate.
+               eab_config: str | None = None, ca: CaConfig | None = None) -> list[str]:
+    """certbot's arguments (after the program) to obtain `site`'s certificate from `ca` (default:
+    the primary).
 
     `register` adds the EAB key id, needed only while no account exists; the HMAC key itself is
     never an argument: it is in the certbot config file `eab_config` (see eab_config_file()).
     """
+    ca = ca or cas(cfg.acme)[0]
     argv = [
         "certonly", "--non-interactive", "--agree-tos", "--no-eff-email",
         "--config-dir", str(cfg.certbot.config_dir),
         "--work-dir", str(cfg.certbot.work_dir),
         "--logs-dir", str(cfg.certbot.logs_dir),
-        "--server", cfg.acme.directory,
+        "--server", ca.directory,
         "--cert-name", site.name,
     ]
-    argv += ["-m", cfg.acme.email] if cfg.acme.email else ["--register-unsafely-without-email"]
+    argv += ["-m", ca.email] if ca.email else ["--register-unsafely-without-email"]
     for domain in site.domains:
         argv += ["-d", domain]
     argv += _KEY_ARGS[cfg.acme.key_type]
     if cfg.acme.profile:
         argv += ["--preferred-profile", cfg.acme.profile]
-    if cfg.acme.eab and register:
-        argv += ["--eab-kid", cfg.acme.eab.kid]
+    if ca.eab and register:
+        argv += ["--eab-kid", ca.eab.kid]
         if eab_config:
             argv += ["--config", eab_config]
     argv += challenge_args(site.challenge)
@@ -178,7 +198,7 @@ class CertbotRunner:
     def __init__(self, cfg: Config, attempts: int = 3) -> None:
         self.cfg = cfg
         self.attempts = attempts
-        self.reregistered = False  # at most one re-registration per pass
+        self.reregistered: set[str] = set()  # CAs re-registered at this pass: at most once each
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -188,28 +208,53 @@ class CertbotRunner:
         return env
 
     def obtain(self, site: Site, action: Action) -> None:
-        """Issue or renew `site`'s certificate into certbot's lineage named after the site.
+        """Issue or renew `site`'s certificate into certbot's lineage named after the site: from
+        the primary CA, else from the first fallback CA that issues it (falls_back()).
 
         Raises RateLimitedError, ValidationFailedError, DnsChallengeError, CAUntrustedError,
-        CAUnreachableError, AccountGoneError or CertbotError.
+        CAUnreachableError, AccountGoneError or CertbotError: the primary CA's error, its message
+        extended by the fallbacks' errors.
         """
         if site.challenge.method == "webroot":
             site.challenge.webroot.mkdir(parents=True, exist_ok=True)
         dns = dns_side(site.challenge)
+        errors: list[CertbotError] = []
+        for ca in cas(self.cfg.acme):
+            if errors:
+                logger.warning("site=%s trying the fallback CA %s (%s)", site.name, ca.directory, errors[-1])
+            try:
+                self.obtain_from(ca, site, action, dns)
+            except CertbotError as exc:
+                errors.append(exc)
+                if falls_back(exc):
+                    continue
+                break
+            if errors:
+                logger.warning("site=%s issued by the fallback CA %s; its next renewal tries %s first again",
+                               site.name, ca.directory, self.cfg.acme.directory)
+            return
+        first = errors[0]
+        if len(errors) > 1:
+            first.args = (f"{first}; " + "; ".join(
+                f"fallback {ca.directory}: {str(e).removeprefix(f'site={site.name}: ')}"
+                for ca, e in zip(self.cfg.acme.fallback, errors[1:], strict=False)),)
+        raise first
 
+    def obtain_from(self, ca: CaConfig, site: Site, action: Action, dns: DnsSide | None) -> None:
+        """One CA, with a few whole attempts while it is briefly away."""
         def attempt() -> None:
-            error = self.certonly(site, action, dns)
-            if isinstance(error, AccountGoneError) and not self.reregistered:
+            error = self.certonly(site, action, dns, ca)
+            if isinstance(error, AccountGoneError) and ca.directory not in self.reregistered:
                 # The CA was reset (staging, a test CA): certbot never re-registers by itself.
-                self.reregistered = True
+                self.reregistered.add(ca.directory)
                 try:
-                    moved = self.forget_account()
+                    moved = self.forget_account(ca)
                 except OSError as exc:
                     raise CertbotError(f"{error}; its local copy could not be moved aside to register anew: "
                                        f"{exc.strerror or exc}") from None
                 logger.warning("site=%s the CA %s no longer knows the ACME account; registering a new one "
-                               "(the old one moved to %s)", site.name, self.cfg.acme.directory, moved)
-                error = self.certonly(site, action, dns)
+                               "(the old one moved to %s)", site.name, ca.directory, moved)
+                error = self.certonly(site, action, dns, ca)
             if error is not None:
                 raise error
 
@@ -217,29 +262,64 @@ class CertbotRunner:
         # nonces than that gets a few more whole attempts, with backoff. Rate limits, failed
         # validations, DNS and trust failures and other errors are not retried.
         retry(attempt, on=(TransientCAError,), attempts=self.attempts, base=2.0, cap=30.0,
-              what=f"site={site.name} certbot")
+              what=f"site={site.name} certbot {ca.directory}")
 
-    def certonly(self, site: Site, action: Action, dns: DnsSide | None) -> CertbotError | None:
-        """One certbot run; its failure as an error value (None on success)."""
-        register = not has_account(self.cfg.certbot.config_dir, self.cfg.acme.directory)
-        eab = self.cfg.acme.eab if register else None
+    def replaces(self, site: Site, action: Action, ca: CaConfig) -> str | None:
+        """The ARI id of the certificate this order renews (RFC 9773 section 5), or None.
+
+        Only a renewal of the same names (a new certificate or changed names is no replacement),
+        at the CA that issued the certificate, by the account that ordered it (both from the
+        lineage's renewal conf): any other CA or account would refuse the order. certbot_main.py
+        also leaves it out when the CA's directory offers no renewalInfo.
+        """
+        if action is not Action.RENEW:
+            return None
+        config_dir = self.cfg.certbot.config_dir
+        params = renewal_params(config_dir, site.name)
+        account = params.get("account")
+        if params.get("server") != ca.directory or not account:
+            return None
+        if not (_accounts_dir(config_dir, ca.directory) / account).is_dir():
+            return None
+        from tlsbridge.certinfo import parse_pem
+
+        try:
+            cert = parse_pem((config_dir / "live" / site.name / "cert.pem").read_bytes())
+        except (OSError, ValueError):
+            return None
+        if cert.placeholder or set(cert.domains) != set(site.domains):
+            return None
+        return cert.ari_cert_id
+
+    def certonly(self, site: Site, action: Action, dns: DnsSide | None,
+                 ca: CaConfig | None = None) -> CertbotError | None:
+        """One certbot run against `ca` (default: the primary); its failure as an error value
+        (None on success)."""
+        ca = ca or cas(self.cfg.acme)[0]
+        register = not has_account(self.cfg.certbot.config_dir, ca.directory)
+        eab = ca.eab if register else None
+        env = challenge_env(site.challenge)
+        if (replaces := self.replaces(site, action, ca)) is not None:
+            env[REPLACES_ENV] = replaces
         with contextlib.ExitStack() as stack:
             path: str | None = None
             fds: tuple[int, ...] = ()
             if eab is not None:
                 path, fd = stack.enter_context(eab_config_file(eab.hmac_key))
                 fds = (fd,)
-            argv = build_argv(self.cfg, site, action, register=register, eab_config=path)
-            logger.info("site=%s running certbot %s", site.name, " ".join(redact(argv)))
-            result = self.run(argv, pass_fds=fds, env=challenge_env(site.challenge))
+            argv = build_argv(self.cfg, site, action, register=register, eab_config=path, ca=ca)
+            logger.info("site=%s running certbot %s%s", site.name, " ".join(redact(argv)),
+                        f" (replaces {replaces})" if replaces else "")
+            result = self.run(argv, pass_fds=fds, env=env)
         if result.returncode == 0:
             return None
-        return classify(site.name, result.output, self.cfg.acme.directory, dns)
+        return classify(site.name, result.output, ca.directory, dns)
 
-    def forget_account(self) -> Path:
-        """Move certbot's accounts for this CA aside (never deleted: they hold the account keys),
-        so the next certbot run registers anew."""
-        src = _accounts_dir(self.cfg.certbot.config_dir, self.cfg.acme.directory)
+    def forget_account(self, ca: CaConfig | None = None) -> Path:
+        """Move certbot's accounts for `ca` (default: the primary) aside (never deleted: they hold
+        the account keys), so the next certbot run registers anew."""
+        directory = (ca or cas(self.cfg.acme)[0]).directory
+        src = _accounts_dir(self.cfg.certbot.config_dir, directory)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         dest = self.cfg.certbot.config_dir / "accounts-gone" / stamp
         dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

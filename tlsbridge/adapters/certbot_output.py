@@ -25,7 +25,7 @@ from tlsbridge.errors import (
 
 _NOISE = re.compile(
     r"^(Saving debug log|Ask for help|See the logfile|Requesting a certificate|Renewing an existing"
-    r"|Account registered|Simulating|Hint:|Waiting \d+ seconds|- - -|\s*$)"
+    r"|tlsbridge: the CA asked to retry after|Account registered|Simulating|Hint:|Waiting \d+ seconds|- - -|\s*$)"
 )
 
 
@@ -62,7 +62,10 @@ def classify(site: str, output: str, server: str = "", dns: DnsSide | None = Non
     low = output.lower()
     if "ratelimited" in low or "too many" in low or "rate limit" in low:
         retry_at = None
-        m = re.search(r"retry after (\d{4}-\d\d-\d\d[ t]\d\d:\d\d:\d\d)", output, re.IGNORECASE)
+        # The Retry-After header (certbot_main.py prints it), else the date in the problem's
+        # detail (Let's Encrypt: "..., retry after 2026-12-01 17:00:00 UTC: see ...").
+        m = (re.search(r"CA asked to retry after (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)Z", output)
+             or re.search(r"retry after (\d{4}-\d\d-\d\d[ t]\d\d:\d\d:\d\d)", output, re.IGNORECASE))
         if m:
             retry_at = datetime.fromisoformat(m.group(1).replace(" ", "T")).replace(tzinfo=UTC)
         when = f" (retry after {retry_at:%Y-%m-%dT%H:%MZ})" if retry_at else ""

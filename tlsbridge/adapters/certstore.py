@@ -6,6 +6,7 @@ Never runs certbot: reading and parsing a lineage costs well under a millisecond
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from tlsbridge.adapters.certmemo import CertMemo
@@ -17,6 +18,7 @@ class CertStore:
     def __init__(self, config_dir: Path, memo: CertMemo) -> None:
         self.config_dir = config_dir
         self.memo = memo
+        self._live = f"{config_dir}/live"
 
     def live_dir(self, site: str) -> Path:
         return self.config_dir / "live" / site
@@ -26,7 +28,12 @@ class CertStore:
 
         Parsed once per file: an unchanged lineage costs one stat() (adapters/certmemo.py).
         """
-        return self.memo.read_cert(self.live_dir(site) / "cert.pem")
+        return self.memo.read_cert(f"{self._live}/{site}/cert.pem")  # str(live_dir(site) / "cert.pem")
+
+    def server(self, site: str) -> str | None:
+        """The ACME directory certbot last obtained the site's certificate from (its lineage's
+        renewal/<site>.conf), None when certbot holds no lineage for it."""
+        return renewal_params(self.config_dir, site).get("server")
 
     def files(self, site: str) -> CertFiles | None:
         """The lineage's four files, all of one version (certbot swaps its live/ links one at a
@@ -66,3 +73,13 @@ def _one_version(links: dict[str, str | None]) -> bool:
         stem = os.path.basename(target).removesuffix(".pem")
         versions.add(stem.removeprefix(name.removesuffix(".pem")))
     return len(versions) <= 1
+
+
+def renewal_params(config_dir: Path, site: str) -> dict[str, str]:
+    """`server` and `account` of certbot's renewal/<site>.conf (certbot rewrites both on every
+    successful issuance), the ones found; {} without the file."""
+    try:
+        text = (config_dir / "renewal" / f"{site}.conf").read_text(errors="replace")
+    except OSError:
+        return {}
+    return dict(re.findall(r"(?m)^\s*(server|account)\s*=\s*(\S+)\s*$", text))

@@ -127,7 +127,8 @@ class DockerAdapter:
                                      f"(while trying to {what})") from exc
         except docker.errors.APIError as exc:
             explanation = str(exc.explanation or exc)
-            if exc.status_code == 409 and "not running" in explanation:
+            # "is restarting": an nginx in its restart loop (no certificate yet) between two tries
+            if exc.status_code == 409 and ("not running" in explanation or "is restarting" in explanation):
                 raise ContainerGoneError(f"container {name or '?'} is not running any more "
                                          f"(while trying to {what})") from exc
             raise DockerError(f"Docker refused to {what}: {explanation}") from exc
@@ -302,6 +303,8 @@ def _from_summary(r: Mapping[str, Any]) -> ContainerInfo:
         networks=_networks(r.get("NetworkSettings")),
         network_mode=str((r.get("HostConfig") or {}).get("NetworkMode", "")),
         mounts=_mounts(r.get("Mounts")),
+        ports=tuple(sorted({int(p["PrivatePort"]) for p in r.get("Ports") or ()
+                            if p.get("Type", "tcp") == "tcp" and p.get("PrivatePort")})),
     )
 
 
@@ -318,4 +321,6 @@ def _from_inspect(r: Mapping[str, Any]) -> ContainerInfo:
         networks=_networks(r.get("NetworkSettings")),
         network_mode=str((r.get("HostConfig") or {}).get("NetworkMode", "")),
         mounts=_mounts(r.get("Mounts")),
+        ports=tuple(sorted({int(k.split("/")[0]) for k in (r.get("Config") or {}).get("ExposedPorts") or {}
+                            if k.endswith("/tcp") and k.split("/")[0].isdigit()})),
     )

@@ -85,6 +85,21 @@ class Publisher:
     def site_dir(self, site: str) -> Path:
         return self.root / site
 
+    def cert_path(self, site: str) -> str:
+        """The published cert.pem, as the string the certificate memo knows it by (no Path
+        joins: this is asked for every site on every pass). One file, so one generation.
+
+        Raises PublishError when the site folder is a symbolic link: a planted link is refused
+        when the site is looked at, not only when something is written (one lstat)."""
+        folder = f"{self.root}/{site}"
+        try:
+            link = stat.S_ISLNK(os.lstat(folder).st_mode)
+        except OSError:
+            link = False  # nothing published yet
+        if link:
+            raise PublishError(f"site={site}: {folder}: " + _why(Path(folder), OSError(errno.ELOOP, "")))
+        return f"{folder}/cert.pem"
+
     # -- readers: one generation, resolved once ----------------------------------------------------
     def generation(self, site: str) -> Path | None:
         """The folder of the generation `current` names, or None when nothing is published.

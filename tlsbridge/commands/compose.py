@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sidecar: a tlsbridge source folder with deploy/Dockerfile to "
                              "build the image from (default: the compose file's folder)")
     parser.add_argument("--sidecar-image", metavar="IMAGE",
-                        help="sidecar: run this tlsbridge image instead of building one")
+                        help="sidecar: run this tlsbridge image instead of building one (default when "
+                             "run in the sidecar image: that image, $TLSBRIDGE_IMAGE)")
     parser.add_argument("--socket-proxy-image", metavar="IMAGE",
                         help="--socket-proxy: the proxy's image, best pinned by digest "
                              "(NAME:TAG@sha256:...); default: tecnativa/docker-socket-proxy:latest, "
@@ -87,6 +88,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     nginx_dir = Path(os.path.abspath(args.nginx_dir)) if args.nginx_dir else base / "nginx"
     if nginx_dir.exists() and not nginx_dir.is_dir():
         raise UsageError(f"--nginx-dir {args.nginx_dir}: not a folder")
+    if args.sidecar_image is None and args.build_context is None:
+        # Run in the sidecar image (which names itself here), the stack runs that image.
+        args.sidecar_image = os.environ.get("TLSBRIDGE_IMAGE") or None
+    if out_file is not None and not os.access(base, os.W_OK):
+        raise UsageError(f"-o {args.output}: folder {base} is not writable by uid {os.getuid()}"
+                         + ("; run the image with --user \"$(id -u):$(id -g)\" (the folder's owner)"
+                            if os.environ.get("TLSBRIDGE_IMAGE") else ""))
     for opt, image in (("--image", args.image), ("--sidecar-image", args.sidecar_image),
                        ("--socket-proxy-image", args.socket_proxy_image)):
         if image is not None and not _IMAGE.fullmatch(image):
@@ -102,17 +110,43 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     source = Path(cfg.source).name
     snippets = nginx.render_all(cfg.sites.values(), nginx.NginxOptions(
         args.http2, source, post_quantum=args.post_quantum))
+    discovery = None
+    if cfg.discovery.enabled:
+        from tlsbridge.render.discovered import INCLUDE_FILE, render_include
+
+        snippets[INCLUDE_FILE] = render_include(source)
+        discovery = ("", "") if sidecar else (shown(cfg.publish.dir, base), shown(cfg.discovery.dir, base))
+        if not sidecar:
+            cfg.discovery.dir.mkdir(parents=True, exist_ok=True)  # so nginx mounts our folder
     spec = compose.ComposeSpec(
         source=source,
         sites=[compose.SiteMount(name, shown(cfg.publish.dir / name, base)) for name in cfg.sites],
         nginx_dir=shown(nginx_dir, base),
         webroot=shown(cfg.challenge.webroot, base),
         image=args.image,
+        override=compose.override_name(out_file.name if out_file else "compose.yaml"),
+        discovery=discovery,
     )
     if sidecar:
         spec = _sidecar_spec(cfg, spec, base, args)
     write_outputs(nginx_dir, snippets, out_file, compose.render(spec))
+    if out_file is not None:
+        write_override_once(base / spec.override, compose.render_override(spec))
     return 0
+
+
+def write_override_once(path: Path, text: str) -> None:
+    """Write the user's override starter unless a file (or link) is there: never overwritten."""
+    if os.path.lexists(path):
+        return
+    try:
+        with open(path, "x", encoding="utf-8") as fh:
+            fh.write(text)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise TlsbridgeError(f"cannot write {path}: {exc}") from exc
+    logger.info("wrote %s: your app and extra ports go there (never overwritten)", path)
 
 
 def write_outputs(nginx_dir: Path, snippets: dict[str, str], out_file: Path | None, text: str) -> None:
@@ -154,6 +188,7 @@ def _sidecar_spec(cfg: Config, spec: ComposeSpec, base: Path,
         "challenge.webroot": cfg.challenge.webroot,
         "certbot.config_dir": cfg.certbot.config_dir,
         "state.dir": cfg.state.dir,
+        **({"discovery.dir": cfg.discovery.dir} if cfg.discovery.enabled else {}),
     }
     scratch = {"certbot.work_dir": cfg.certbot.work_dir, "certbot.logs_dir": cfg.certbot.logs_dir}
     for key, path in {**data, **scratch}.items():
@@ -192,7 +227,8 @@ def _sidecar_spec(cfg: Config, spec: ComposeSpec, base: Path,
         socket_proxy_image=args.socket_proxy_image or SOCKET_PROXY_IMAGE,
         inside=SidecarPaths(str(cfg.publish.dir), str(cfg.challenge.webroot),
                             str(cfg.certbot.config_dir), str(cfg.state.dir),
-                            tuple(str(p) for p in scratch.values())),
+                            tuple(str(p) for p in scratch.values()),
+                            str(cfg.discovery.dir) if cfg.discovery.enabled else None),
     )
 
 
@@ -269,6 +305,9 @@ def _run_swarm(args: argparse.Namespace, cfg: Config, out_file: Path | None, bas
     if args.build_context is not None:
         raise UsageError("--build-context: docker stack deploy does not build images; give "
                          "--sidecar-image IMAGE (pushed where your managers can pull it)")
+    if cfg.discovery.enabled:
+        raise UsageError(f"{cfg.source}: discovery.enabled: discovery works with compose, not "
+                         "yet with --swarm (label Swarm services tlsbridge.site instead)")
     method = cfg.challenge.method
     if method == "webroot":
         raise UsageError(

@@ -1,5 +1,6 @@
 """`tlsbridge renew`: one reconcile pass; exit 1 if any site failed (the others still processed)
-or is failing: backing off after a failed attempt, so that cron and CI monitoring see it."""
+or is failing: backing off after a failed attempt, so that cron and CI monitoring see it.
+A line per site on stdout, none with `-q` (errors still go to stderr)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from tlsbridge.wiring import build_reconciler
 
     cfg = ctx.config()
+    if cfg.discovery.enabled:  # the labelled app containers, listed once
+        from tlsbridge.discovery.apply import one_shot
+
+        cfg = one_shot(cfg, SystemClock().now(), dry_run=args.dry_run)
     for name in args.site or ():
         if name not in cfg.sites:
             raise UsageError(f"--site {name}: no such site in {cfg.source} (sites: {', '.join(cfg.sites) or 'none'})")
@@ -38,12 +43,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         outcomes = reconciler.run_pass(args.site, force=args.force, dry_run=True)
     else:
         outcomes = locked_pass(reconciler, args.site, force=args.force, wait=not args.no_wait)
+    quiet = bool(getattr(args, "quiet", False))  # -q: errors only (cron mails any output)
     failed = [o for o in outcomes if not o.ok]
     waiting = [o for o in outcomes if o.ok and o.backing_off]
     for o in outcomes:
         if args.dry_run:
             print(o.plan.render())
-        elif o.ok and not o.backing_off:
+        elif o.ok and not o.backing_off and not quiet:
             print(_summary(o))
     for o in failed:
         print(f"tlsbridge: site {o.site} failed ({o.reason}): {o.error}", file=sys.stderr)
@@ -51,6 +57,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         until = f"{o.waiting_until:%Y-%m-%dT%H:%M:%SZ}" if o.waiting_until else "later"
         print(f"tlsbridge: site={o.site} backing off until {until}: "
               f"{o.last_error or o.plan.decision.message}", file=sys.stderr)
+    if cfg.notify.enabled and not args.dry_run:  # after the pass's work; a slow target waits notify.timeout
+        from tlsbridge.notify.dispatch import after_renew
+        from tlsbridge.status import collect
+
+        now = reconciler.clock.now()
+        after_renew(cfg.notify, cfg.state.dir, collect(cfg, reconciler.ports, now), now)
     return 1 if failed or waiting else 0
 
 

@@ -23,11 +23,22 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     cfg = ctx.config()
     now = SystemClock().now()
+    skipped: tuple[object, ...] = ()
+    if cfg.discovery.enabled:  # the labelled app containers' sites too (read-only)
+        from tlsbridge.discovery.apply import listed
+
+        cfg, skipped = listed(cfg)
     rows = collect(cfg, build_ports(cfg), now)
     if args.json:
-        print(json.dumps([r.as_json() for r in rows], indent=2))
+        found = {n: {"discovered": s.discovered} for n, s in cfg.sites.items() if cfg.discovery.enabled}
+        print(json.dumps([{**r.as_json(), **found.get(r.name, {})} for r in rows], indent=2))
     else:
         print(render_table(rows, now))
+        for name, site in cfg.sites.items():
+            if site.discovered:
+                print(f"{name}: discovered from container {site.discovered}")
+        for skip in skipped:
+            print(f"skipped: {skip}")
         if cfg.daemon_tls is not None:
             print(_engine_line(cfg.daemon_tls.out, now))
     return 0

@@ -29,7 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    check_environment(ctx.config())
+    cfg = ctx.config()
+    check_environment(cfg)
+    from importlib.util import find_spec  # finds Apprise without importing it
+
+    if cfg.notify.enabled and find_spec("apprise") is None:
+        raise ConfigError(cfg.source, "notify.urls", "Apprise is not installed: pip install 'tlsbridge[notify]'")
     return 0
 
 

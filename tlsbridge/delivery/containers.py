@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from tlsbridge.adapters.docker import ContainerGoneError, DockerAdapter
 from tlsbridge.config import Config, Site
+from tlsbridge.delivery.scope import Scope, host_path, own_scope
 from tlsbridge.delivery.swarm_plan import SERVICE_LABEL as SWARM_SERVICE_LABEL
 from tlsbridge.delivery.verify import VERIFY_SETTLE, VERIFY_TIMEOUT, Probe, Verifier, site_probes
 from tlsbridge.errors import DockerError, ReloadError, TlsbridgeError
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONTAINER_HTTP_WAIT = 2.0  # bootstrap: how long a started container gets to answer on port 80
+RESTART_WAIT = 30.0  # bootstrap: how long a restarting target gets to run again (Docker backs off)
+RESTART_STABLE = 0.5  # ... and how long it must then keep running
 _NGINX_MASTER = "nginx: master"
 
 
@@ -73,6 +76,14 @@ class DockerDeliverer:
         self._docker = docker
         self.verifier = Verifier(timeout=verify_timeout, settle=settle)
         self._swarm: SwarmDelivery | None = None
+        self._scope: Scope | None = None
+
+    @property
+    def scope(self) -> Scope:
+        """Which labelled containers are this instance's (delivery.scope), found once."""
+        if self._scope is None:
+            self._scope = own_scope(self.cfg.publish.dir, self.docker)
+        return self._scope
 
     @property
     def docker(self) -> DockerAdapter:
@@ -103,18 +114,67 @@ class DockerDeliverer:
         for t in targets:
             self._bring_up(t, strict=False)
         for t in targets:
-            if t.how == "started" and t.error is None:
+            if t.how == "restarting" and t.error is None:
+                self._wait_running(t)  # never run certbot against an nginx that is restarting
+            if t.how in ("started", "restarting") and t.error is None:
                 self._wait_up(t)
         for t in targets:
             if t.error:
                 for s in t.sites:
                     errors.setdefault(s.name, ReloadError(f"site={s.name}: {t.error}"))
         if self.cfg.challenge.method == "webroot":
+            errors.update(self.precheck([s for s in sites if s.name not in errors]))
             return errors
         for name, exc in errors.items():
             logger.warning("site=%s bootstrap: %s (going on: the %s challenge does not need nginx)",
                            name, exc, self.cfg.challenge.method)
         return {}
+
+    def precheck(self, sites: Sequence[Site]) -> Mapping[str, TlsbridgeError]:
+        """Before the CA is asked (webroot sites): the targets mounting the challenge webroot run
+        (started when they are ours to start) and one of them answers a self-check token on port
+        80. Returns the sites that must not go to the CA. A site none of whose targets mounts the
+        webroot is not checked (another server answers), nor is one when Docker cannot be read."""
+        from tlsbridge.delivery.challenge import self_check, serves_webroot
+
+        web = [s for s in sites if s.challenge.method == "webroot"]
+        if not web:
+            return {}
+        ignored: dict[str, TlsbridgeError] = {}
+        targets = self._resolve(web, ignored)
+        if not targets:
+            return {}
+        own = self.docker.own_container()
+        mounts = own.mounts if own is not None else None
+        errors: dict[str, TlsbridgeError] = {}
+        for site in web:
+            webroot = host_path(str(site.challenge.webroot), mounts)
+            serving = [t for t in targets if t.serves(site.name) and webroot is not None
+                       and serves_webroot(t.info, webroot)]
+            problems: list[str] = []
+            for t in serving:
+                if not t.info.running and not t.how and t.error is None:
+                    self._bring_up(t, strict=False)
+                    self._settle(t)
+                if t.error or t.skip or t.how == "restarting":
+                    name = t.info.name
+                    problems.append(t.error or (
+                        f"container {name}, which answers it, was stopped on purpose (exit code 0); "
+                        f"start it (docker start {name}) and run renew again" if t.skip else
+                        f"container {name}, which answers it, is restarting (see docker logs {name})"))
+                    continue
+                addr = probe_address(t.info, self.docker.own_networks())
+                why = None if addr is None else (  # unreachable from here: the CA decides
+                    self_check(addr, site.challenge.webroot, site.domains[0], t.info.name))
+                if why is None:
+                    problems = []
+                    break
+                problems.append(why)
+            if problems:
+                errors[site.name] = ReloadError(
+                    f"site={site.name}: not asking the CA, the HTTP-01 validation would fail: "
+                    + "; ".join(problems))
+        return errors
 
     # -- delivery: reload once per container, then verify -----------------------------------------
     def deliver(self, items: Sequence[tuple[Site, ObservedCert]]) -> DeliveryReport:
@@ -125,7 +185,8 @@ class DockerDeliverer:
         """
         sw = self.swarm.deliver(items)
         errors: dict[str, TlsbridgeError] = dict(sw.errors)
-        targets = self._resolve([s for s, _ in items], errors, sw)
+        unreached: dict[str, TlsbridgeError] = {}
+        targets = self._resolve([s for s, _ in items], errors, sw, unreached)
         for t in targets:
             self._bring_up(t, strict=True)
             if t.error is None and not t.skip:
@@ -158,15 +219,29 @@ class DockerDeliverer:
         for probe, err in zip(probes, self.verifier(probes), strict=True):
             if err is not None:
                 errors.setdefault(probe.site.name, err)
-        return DeliveryReport(failed=errors, reloaded={k: v for k, v in reloaded.items() if v})
+        served = {s.name: tuple(sorted({t.info.name for t in targets if t.serves(s.name) and not t.skip}
+                                       | ({"swarm services"} if s.name in sw.sites else set())))
+                  for s, _ in items if s.name not in errors and s.name not in unreached}
+        return DeliveryReport(failed=errors, reloaded={k: v for k, v in reloaded.items() if v},
+                              served=served, unreached=unreached)
+
+    def reload_one(self, info: ContainerInfo) -> str | None:
+        """Config-test and reload one container (started if it is not running), the same way as
+        a delivery; returns why it failed (a failed `nginx -t` reloads nothing), or None."""
+        t = _Target(info)
+        self._bring_up(t, strict=True)
+        return t.error
 
     # -- steps ------------------------------------------------------------------------------------
     def _resolve(self, sites: Sequence[Site], errors: dict[str, TlsbridgeError],
-                 swarm: SwarmOutcome | None = None) -> list[_Target]:
+                 swarm: SwarmOutcome | None = None,
+                 unreached: dict[str, TlsbridgeError] | None = None) -> list[_Target]:
         """Each container that is a target of any of `sites`, once, with the sites it serves.
 
         Task containers of the Swarm services in `swarm` are left out: they get certificates
-        through their service (secrets), not through a reload.
+        through their service (secrets), not through a reload. With the engine unreachable, a
+        site naming containers fails; the others go into `unreached` (the reconciler decides by
+        what was delivered before) or, without it, are logged.
         """
         skip = swarm.services if swarm is not None else frozenset()
         try:
@@ -176,13 +251,19 @@ class DockerDeliverer:
             for s in sites:
                 if s.reload:
                     errors[s.name] = DockerError(f"site={s.name}: {exc}")
+                elif unreached is not None:
+                    unreached[s.name] = DockerError(
+                        f"site={s.name}: cannot look for containers labelled {SITE_LABEL}={s.name}: {exc}")
                 else:
                     logger.warning("site=%s cannot look for containers labelled %s=%s: %s",
                                    s.name, SITE_LABEL, s.name, exc)
             return []
         targets: dict[str, _Target] = {}
         for s in sites:
-            res = resolve(s, containers)
+            res = resolve(s, containers, self.scope.owns)
+            if res.ignored:
+                logger.debug("site=%s ignoring %s: another tlsbridge's (they do not mount %s)",
+                             s.name, ", ".join(c.name for c in res.ignored), self.cfg.publish.dir)
             for warning in res.warnings:
                 logger.warning("site=%s %s", s.name, warning)
             if res.errors:
@@ -221,8 +302,9 @@ class DockerDeliverer:
                 action, why = start_decision(c)
                 if action == "start":
                     self.docker.start(c.id, c.name)
-                    t.info = self._inspect(c.id) or c  # its addresses now (a stopped one has none)
                     t.how = "started"
+                    # Its address exists only now: verify with what the engine says after the start.
+                    t.info = self._inspect(c.id) or c
                 elif action == "wait":
                     t.how = "restarting"
                 elif action == "skip":
@@ -291,6 +373,38 @@ class DockerDeliverer:
                                t.names, t.info.name, addr)
                 return
             time.sleep(0.05)
+
+    def _wait_running(self, t: _Target) -> None:
+        """A target Docker is restarting (it crashed, e.g. on a missing certificate before the
+        placeholder): wait until it has run for RESTART_STABLE seconds, so that the CA does
+        not validate against an nginx that is still coming and going."""
+        deadline = time.monotonic() + RESTART_WAIT
+        up_since: float | None = None
+        while time.monotonic() < deadline:
+            fresh = self._inspect(t.info.id)
+            if fresh is None:
+                t.error = f"container {t.info.name} disappeared while it was restarting"
+                return
+            now = time.monotonic()
+            if fresh.running:
+                up_since = up_since if up_since is not None else now
+                if now - up_since >= RESTART_STABLE:
+                    t.info, t.how = fresh, "started"
+                    t.since = time.monotonic()
+                    logger.info("site=%s container %s runs again after restarting", t.names, t.info.name)
+                    return
+            else:
+                up_since = None
+            time.sleep(0.1)
+        t.error = (f"container {t.info.name} keeps restarting (waited {RESTART_WAIT:.0f} s for it to "
+                   f"run); see docker logs {t.info.name}")
+
+    def _settle(self, t: _Target) -> None:
+        """After `_bring_up` before the CA: a restarting target runs again, a started one answers."""
+        if t.how == "restarting" and t.error is None:
+            self._wait_running(t)
+        if t.how == "started" and t.error is None:
+            self._wait_up(t)
 
     def _alive(self, t: _Target) -> Callable[[], str | None]:
         return lambda: self._died(t)

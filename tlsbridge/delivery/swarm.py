@@ -32,6 +32,7 @@ from tlsbridge.adapters.publish import Publisher
 from tlsbridge.adapters.swarm import SwarmAdapter
 from tlsbridge.certinfo import parse_pem
 from tlsbridge.config import Config, Site
+from tlsbridge.delivery.scope import own_scope
 from tlsbridge.delivery.swarm_plan import (
     FILES,
     SecretInfo,
@@ -222,7 +223,10 @@ class SwarmDelivery:
             addr = self.swarm.manager_address()
             if addr is None:
                 return None
-            services = self.swarm.services()
+            # only our own stack's services (delivery.scope): another stack may label its
+            # services for sites of the same names
+            scope = own_scope(self.cfg.publish.dir, self.docker)
+            services = [s for s in self.swarm.services() if scope.owns_service(s.labels)]
             secrets = self.swarm.secrets()
         except DockerError as exc:
             logger.debug("no Swarm delivery: %s", exc)
@@ -271,6 +275,7 @@ class SwarmDelivery:
         """After verified deliveries: re-create stable pairs with the new certificate (a later
         `docker stack deploy` brings it along) and remove versions nothing needs any more."""
         try:
+            # every stack's services: a secret another stack uses is never pruned
             services = self.swarm.services()
             secrets = self.swarm.secrets()
         except DockerError as exc:

@@ -3,24 +3,33 @@
 One row per site: domains, issuer, days left drawn as a bar against the certificate's lifetime
 (with a tick at the renewal moment), next renewal, last outcome and error. Every value that
 comes from a certificate, the config or an error message is escaped.
+
+Sites that need attention come first (failing and expired, then not yet delivered or due, then
+the valid ones). Past PER_PAGE sites the page shows one page of rows (`/?page=N`) under a
+summary of every site's state, so it stays small and fast with thousands of sites.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
 
+PER_PAGE = 200  # rows per page: up to 200 sites, one page as before
+# Display order: what needs attention first.
+ATTENTION = {"failing": 0, "expired": 0, "placeholder": 1, "unpublished": 1, "missing": 1, "due": 2,
+             "valid": 3}
 STATE_CLASS = {"valid": "ok", "due": "due", "unpublished": "due", "placeholder": "off",
-               "missing": "off", "failing": "bad", "expired": "bad"}
+               "missing": "off", "failing": "bad", "expired": "bad", "undelivered": "bad"}
 
 
 @dataclass(frozen=True)
 class PageRow:
     name: str
     domains: tuple[str, ...]
-    state: str  # status.collect's word: valid, due, unpublished, placeholder, missing, failing, expired
+    state: str  # status.collect's word: valid, due, unpublished, undelivered, placeholder,
+    # missing, failing, expired
     issuer: str | None = None
     not_before: datetime | None = None
     not_after: datetime | None = None
@@ -31,6 +40,9 @@ class PageRow:
     last_error: str | None = None
     last_success: datetime | None = None
     failures: int = 0
+    ca: str | None = None  # the issuing CA's host, "(fallback)" when it is one of acme.fallback
+    retry_after: datetime | None = None  # rate-limited: the CA asked not to come back before this
+    discovered: str | None = None  # the app container whose labels declare the site
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,7 @@ class PageMeta:
     last_pass: datetime | None = None
     next_check: datetime | None = None
     docker: str | None = None  # "connected", "reconnecting", None when not used
+    skipped: tuple[str, ...] = ()  # discovery: labelled containers not served, and why
 
 
 _CSS = """
@@ -62,14 +75,35 @@ th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--mute
 .num,.sub{color:var(--mute);font-size:12px;margin-top:3px}
 .err{color:var(--bad);font-size:12px;margin-top:3px;max-width:420px;overflow-wrap:anywhere}
 .empty{color:var(--mute);padding:24px;text-align:center}
+.pages{margin:12px 0;color:var(--mute)}.pages a{margin-right:8px}
 """
 
 
-def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta) -> str:
-    """The whole page. `now` is the moment the page describes (days left are counted from it)."""
-    failing = sum(1 for r in rows if r.state in ("failing", "expired"))
-    title = f"tlsbridge: {len(rows)} site{'s' if len(rows) != 1 else ''}" + (
-        f", {failing} failing" if failing else "")
+def attention(state: str, failures: int) -> int:
+    """Sort key of a site on the page: 0 comes first."""
+    return 0 if failures else ATTENTION.get(state, 1)
+
+
+def page_count(total: int, per_page: int = PER_PAGE) -> int:
+    return max(1, -(-total // per_page))
+
+
+def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta, *,
+           counts: Mapping[str, int] | None = None, page: int = 1, pages: int = 1) -> str:
+    """The whole page. `now` is the moment the page describes (days left are counted from it).
+
+    `rows` are shown in the order given. With `counts` (every site's state, e.g. when `rows`
+    are one page of many) the title and summary describe all sites, and `pages` > 1 adds links.
+    """
+    if counts is None:
+        counts = {}
+        for r in rows:
+            counts[r.state] = counts.get(r.state, 0) + 1
+    total = sum(counts.values())
+    failing = counts.get("failing", 0) + counts.get("expired", 0)
+    undelivered = counts.get("undelivered", 0)
+    title = f"tlsbridge: {total} site{'s' if total != 1 else ''}" + (
+        f", {failing} failing" if failing else "") + (f", {undelivered} not served yet" if undelivered else "")
     facts = [f"tlsbridge {meta.version}", f"as of {_ts(now)}",
              "ready" if meta.ready else "first pass running"]
     if meta.last_pass:
@@ -80,6 +114,15 @@ def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta) -> str:
         facts.append(f"docker {meta.docker}")
     body = "\n".join(_row(r, now) for r in rows) or (
         '<tr><td class="empty" colspan="6">No sites in the config.</td></tr>')
+    summary = nav = ""
+    if total > len(rows) or pages > 1:
+        order = sorted(counts, key=lambda st: (ATTENTION.get(st, 1), st))
+        summary = '<p class="meta">' + " &middot; ".join(
+            f'<span class="badge {STATE_CLASS.get(st, "off")}">{escape(st)}</span> {counts[st]}'
+            for st in order) + f" &middot; sites needing attention first; page {page} of {pages}</p>"
+        links = [f'<a href="?page={n}">{n}</a>' if n != page else f"<b>{n}</b>" for n in _around(page, pages)]
+        nav = f'<p class="pages">pages: {" ".join(links)}</p>'
+
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -92,6 +135,7 @@ def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta) -> str:
 <body>
 <h1>tlsbridge</h1>
 <p class="meta">{" &middot; ".join(escape(f) for f in facts)}</p>
+{summary}{nav}
 <table>
 <thead><tr><th>Site</th><th>Domains</th><th>Issuer</th><th>Days left</th><th>Next renewal</th>
 <th>Last outcome</th></tr></thead>
@@ -99,9 +143,22 @@ def render(rows: Sequence[PageRow], now: datetime, meta: PageMeta) -> str:
 {body}
 </tbody>
 </table>
-</body>
+{nav}
+{_skipped(meta.skipped)}</body>
 </html>
 """
+
+
+def _around(page: int, pages: int) -> list[int]:
+    """Page numbers to link: the first, the last, and those near `page`."""
+    return sorted({1, pages, *range(max(1, page - 3), min(pages, page + 3) + 1)})
+
+
+def _skipped(lines: Sequence[str]) -> str:
+    if not lines:
+        return ""
+    items = "".join(f'<li class="err">{escape(line)}</li>' for line in lines)
+    return f"<h2>Skipped containers (discovery)</h2>\n<ul>{items}</ul>\n"
 
 
 def _row(r: PageRow, now: datetime) -> str:
@@ -110,11 +167,14 @@ def _row(r: PageRow, now: datetime) -> str:
     if r.failures and r.state not in ("failing", "expired"):
         badges += ' <span class="badge bad">failing</span>'
     domains = "<br>".join(escape(d) for d in r.domains)
+    found = f'<div class="sub">discovered: container {escape(r.discovered)}</div>' if r.discovered else ""
     issuer = (f'<span title="{escape(r.issuer)}">{escape(issuer_name(r.issuer))}</span>'
               if r.issuer else "&ndash;")
+    if r.ca:
+        issuer += f'<div class="sub">CA {escape(r.ca)}</div>'
     return (
         f'<tr id="site-{escape(r.name)}">'
-        f'<td><div class="site">{escape(r.name)}</div>{badges}</td>'
+        f'<td><div class="site">{escape(r.name)}</div>{badges}{found}</td>'
         f'<td class="domains">{domains}</td>'
         f"<td>{issuer}</td>"
         f"<td>{_days(r, now)}</td>"
@@ -158,6 +218,8 @@ def _next(r: PageRow, now: datetime) -> str:
     if r.renew_at is not None:
         when = f"in {_rel(r.renew_at - now)}" if r.renew_at > now else f"due since {_rel(now - r.renew_at)}"
         parts.append(f"{escape(_ts(r.renew_at))}<div class=\"sub\">{escape(when)}</div>")
+    if r.retry_after is not None:
+        parts.append(f'<div class="err">rate-limited: the CA asks to retry after {escape(_ts(r.retry_after))}</div>')
     if r.next_wakeup is not None and r.wakeup_reason == "Backoff":
         parts.append(f'<div class="sub">retry {escape(_ts(r.next_wakeup))} '
                      f"(after {r.failures} failure{'s' if r.failures != 1 else ''})</div>")

@@ -43,7 +43,7 @@ class App(Protocol):
     def health(self) -> tuple[bool, dict[str, object]]: ...
     def readiness(self) -> tuple[bool, dict[str, object]]: ...
     def metrics(self) -> tuple[bytes, str]: ...
-    def status_page(self) -> str: ...
+    def status_page(self, page: int = 1) -> str: ...
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -172,7 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, ctype, data, send_body)
             elif path in ("/", "/index.html"):
                 try:
-                    page = self.app.status_page().encode()
+                    page = self.app.status_page(_page_number(self.path)).encode()
                 except Exception as exc:  # noqa: BLE001 - never a 500: say it is unavailable
                     logger.warning("http %s: status page unavailable: %s: %s", path,
                                    exc.__class__.__name__, exc)
@@ -211,6 +211,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature
         logger.debug("http %s " + format, self.address_string(), *args)
+
+
+def _page_number(path: str) -> int:
+    """`?page=N` of the status page (1 when absent or not a number)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    value = parse_qs(urlsplit(path).query).get("page", ["1"])[0]
+    return int(value) if value.isdigit() and len(value) < 7 else 1
 
 
 def _json(body: dict[str, object]) -> bytes:

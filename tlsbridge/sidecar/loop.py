@@ -14,12 +14,12 @@ Threads and who does what:
 
 Signals: SIGTERM/SIGINT stop after the current step (a pass still running after GRACE seconds
 is abandoned; publication is atomic, so nothing is half-published); SIGHUP reloads the config
-(an invalid one is logged and the old one kept).
+(an invalid one is logged and the old one kept). The config file is also watched
+(sidecar.configwatch: polled every 2 s), so an edited config is picked up without a signal.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import random
@@ -27,18 +27,21 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tlsbridge.adapters.certmemo import CertMemo, memo_file
 from tlsbridge.adapters.lock import LockBusy, PassLock
-from tlsbridge.clock import Clock, to_wall
+from tlsbridge.clock import Clock
 from tlsbridge.config import Config
 from tlsbridge.durations import format_duration
 from tlsbridge.errors import TlsbridgeError
 from tlsbridge.sidecar import timetable
+from tlsbridge.sidecar.configwatch import ConfigWatch
+from tlsbridge.sidecar.jobs import Jobs
 from tlsbridge.sidecar.metrics import Metrics
 from tlsbridge.sidecar.requests import STOP, Batch, Kind, PassAbandoned, Request, merge, work
 from tlsbridge.sidecar.timetable import Wakeup
@@ -46,9 +49,13 @@ from tlsbridge.sidecar.view import SidecarView
 from tlsbridge.sidecar.watch import CONNECTED, DockerWatcher
 
 if TYPE_CHECKING:
+    from tlsbridge.adapters.docker import DockerEvent
+    from tlsbridge.discovery.apply import Discovery
     from tlsbridge.model import DeliveryReport
+    from tlsbridge.notify.dispatch import Notifier
     from tlsbridge.reconcile import Reconciler
     from tlsbridge.sidecar.endpoint import HttpApi
+    from tlsbridge.status import SiteStatus
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +69,9 @@ BuildReconciler = Callable[[Config, Clock, CertMemo, "Callable[[DeliveryReport],
 
 def _build_reconciler(cfg: Config, clock: Clock, memo: CertMemo,
                       on_delivered: Callable[[DeliveryReport], None]) -> Reconciler:
-    from tlsbridge.wiring import build_reconciler
+    from tlsbridge.sidecar.worker import build_reconciler  # work to do: in a child process
 
-    return build_reconciler(cfg, clock, memo, on_delivered=on_delivered)
+    return build_reconciler(cfg, clock, memo, on_delivered)
 
 
 class Sidecar:
@@ -73,8 +80,10 @@ class Sidecar:
     def __init__(self, cfg: Config, load_config: Callable[[], Config], clock: Clock, *,
                  host: str, port: int, rng: random.Random | None = None,
                  watch_docker: bool = True, token: str | None = None,
-                 build: BuildReconciler = _build_reconciler) -> None:
+                 build: BuildReconciler = _build_reconciler, watch_config: bool = True) -> None:
         self.cfg = cfg
+        self._yaml = cfg  # the config file's own sites; self.cfg adds the discovered ones
+        self.discovery = _discovery(cfg)
         self._load_config = load_config
         self._build = build
         self.clock = clock
@@ -92,9 +101,12 @@ class Sidecar:
         self._listen = (host, port)
         self._token = token
         self.http: HttpApi | None = None
-        self.scheduler = self._make_scheduler()
+        self.jobs = Jobs(clock, self.enqueue)
+        self.scheduler = self.jobs.scheduler
         self.watcher: DockerWatcher | None = None
         self._watch_docker = watch_docker
+        self.notifier: Notifier | None = None  # made at the first pass with notify.urls set
+        self.config_watch = ConfigWatch(lambda: Path(self.cfg.source), self.enqueue) if watch_config else None
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -116,6 +128,8 @@ class Sidecar:
                     format_duration(c.renewal.jitter))
         if self._watch_docker:
             self._start_watcher()
+        if self.config_watch is not None:
+            self.config_watch.start()
         self.queue.put(Request(Kind.PASS, None, "start"))
         try:
             while True:
@@ -162,10 +176,14 @@ class Sidecar:
         self.stopping = True
         if self.watcher is not None:
             self.watcher.stop()
+        if self.config_watch is not None:
+            self.config_watch.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self.http is not None:
             self.http.stop()
+        if self.notifier is not None:  # the last pass's messages: at most GRACE seconds more
+            self.notifier.close(wait=GRACE)
         logger.info("run: stopped")
 
     # -- signals (handlers run in the main thread, between bytecodes: keep them tiny) ------------
@@ -197,7 +215,10 @@ class Sidecar:
     # -- requests --------------------------------------------------------------------------------
     def _handle(self, batch: Batch) -> None:
         changed = self._reload_config() if batch.reload_config else False
+        found = self._discover() if batch.discover or batch.full_pass or changed else frozenset()
         todo = work(batch, set(self.cfg.sites), changed)
+        if found and todo.pass_sites is not None:  # new apps: a pass over them right away
+            todo = replace(todo, pass_sites=tuple(sorted({*todo.pass_sites, *found})), run_pass=True)
         if todo.run_pass:
             self._pass(list(todo.pass_sites) if todo.pass_sites is not None else None, todo.why)
         if todo.verify_sites:
@@ -267,6 +288,34 @@ class Sidecar:
         that an orchestrator restarts the sidecar."""
         return self._failed_passes >= UNHEALTHY_AFTER
 
+    def _discover(self) -> frozenset[str]:
+        """Discovery: the labelled apps' sites join self.cfg; returns the new or changed ones."""
+        if self.discovery is None:
+            return frozenset()
+        synced = self.discovery.follow(self._yaml, self.clock.now())
+        if synced is None:
+            return frozenset()
+        self.view.discovery = synced
+        self.metrics.set_discovered({n: s.discovered for n, s in synced.cfg.sites.items() if s.discovered},
+                                    [(k.container, k.label) for k in synced.skips])
+        if synced.cfg.sites != self.cfg.sites:
+            self.cfg = synced.cfg
+            self.reconciler = self._reconciler(self.cfg)
+            self.metrics.forget_sites(self.cfg.sites)
+        if synced.wake_at is not None:
+            self._add_job("discovery", synced.wake_at, Request(Kind.DISCOVER, None, "discovery grace"))
+        return synced.changed
+
+    def _on_app(self, event: DockerEvent | None) -> None:
+        """From the watcher's thread: a container event, or None after (re)connecting."""
+        from tlsbridge.discovery.rules import DOMAINS
+
+        if self.discovery is not None and (event is None or DOMAINS in event.attributes):
+            if event is not None:
+                self.discovery.seen(event.id, event.action)
+            why = "docker connected" if event is None else f"container {event.name} {event.action}"
+            self.enqueue(Request(Kind.DISCOVER, None, why))
+
     def _reconciler(self, cfg: Config) -> Reconciler:
         return self._build(cfg, self.clock, self.memo, self._delivered)
 
@@ -284,6 +333,7 @@ class Sidecar:
         timings = [timetable.SiteTiming(r.name, r.renew_after, r.site_state) for r in rows]
         wakeups = timetable.site_wakeups(timings, now)
         self.view.update_metrics(rows, wakeups)
+        self._notify(rows, now)
         for name in set(self.wakeups) - set(wakeups):
             self._remove_job(f"due:{name}")
         for name, w in wakeups.items():
@@ -291,6 +341,15 @@ class Sidecar:
             if old is None or old.at != w.at:
                 self._add_job(f"due:{name}", w.at, Request(Kind.PASS, frozenset({name}), f"due: {name}"))
         self.wakeups = wakeups
+
+    def _notify(self, rows: list[SiteStatus], now: datetime) -> None:
+        """notify.urls: announce what changed (sent from a background thread: no pass waits)."""
+        if self.cfg.notify.enabled:
+            from tlsbridge.notify.dispatch import Notifier
+
+            if self.notifier is None or self.notifier.cfg != self.cfg.notify:
+                self.notifier = Notifier(self.cfg.notify, self.cfg.state.dir, background=True)
+            self.notifier.after_pass(rows, now, self.view.next_check)
 
     def _verify(self, names: list[str]) -> None:
         """Check that the sites' containers serve what is published (after a container start)."""
@@ -323,19 +382,21 @@ class Sidecar:
 
     # -- config reload ---------------------------------------------------------------------------
     def _reload_config(self) -> bool:
-        """SIGHUP: load the config again; True when it changed (then a full pass follows)."""
+        """SIGHUP or a changed file: load the config again; True when it changed (a full pass follows)."""
         try:
             cfg = self._load_config()
         except TlsbridgeError as exc:
             self.metrics.config_reloads.labels("error").inc()
-            logger.error("run: SIGHUP: the config is invalid, keeping the running one: %s", exc)
+            logger.error("run: config reload: the config is invalid, keeping the running one: %s", exc)
             return False
         self.metrics.config_reloads.labels("ok").inc()
-        if cfg == self.cfg:
-            logger.info("run: SIGHUP: the config is unchanged")
+        if cfg == self._yaml:
+            logger.info("run: config reload: the config is unchanged")
             return False
         docker_changed = cfg.docker != self.cfg.docker
-        self.cfg = cfg
+        if cfg.discovery != self._yaml.discovery:
+            self.discovery = _discovery(cfg)
+        self.cfg = self._yaml = cfg
         self.reconciler = self._reconciler(cfg)
         if docker_changed and self.watcher is not None:
             self.watcher.reconnect()
@@ -343,49 +404,38 @@ class Sidecar:
             self._remove_job(f"due:{name}")
         self.wakeups = {k: w for k, w in self.wakeups.items() if k in cfg.sites}
         self.metrics.forget_sites(cfg.sites)
-        logger.info("run: SIGHUP: config reloaded from %s (%d site(s)); running a pass",
+        logger.info("run: config reloaded from %s (%d site(s)); running a pass",
                     cfg.source, len(cfg.sites))
         return True
-
-    # -- APScheduler ---------------------------------------------------------------------------------
-    def _make_scheduler(self) -> Any:
-        from apscheduler.executors.debug import DebugExecutor
-        from apscheduler.schedulers.background import BackgroundScheduler
-
-        # Jobs only put a request on the queue, so they run right in the scheduler's thread (no
-        # worker pool); late jobs still run (no misfires), piled-up runs of one job coalesce.
-        return BackgroundScheduler(
-            timezone=UTC,
-            executors={"default": DebugExecutor()},
-            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 100},
-        )
 
     def _schedule_check(self, at: datetime) -> None:
         self.view.next_check = at
         self._add_job("check", at, Request(Kind.PASS, None, "check_interval"))
 
     def _add_job(self, job_id: str, at: datetime, request: Request) -> None:
-        self.scheduler.add_job(self.enqueue, "date", run_date=to_wall(self.clock, at), id=job_id,
-                               args=[request], replace_existing=True, name=job_id)
+        self.jobs.add(job_id, at, request)
 
     def _remove_job(self, job_id: str) -> None:
-        from apscheduler.jobstores.base import JobLookupError
-
-        with contextlib.suppress(JobLookupError):
-            self.scheduler.remove_job(job_id)
+        self.jobs.remove(job_id)
 
     def scheduler_alive(self) -> bool:
-        thread = getattr(self.scheduler, "_thread", None)
-        return bool(self.scheduler.running and thread is not None and thread.is_alive())
+        return self.jobs.alive()
 
     def _start_watcher(self) -> None:
-        self.watcher = DockerWatcher(lambda: self.cfg, self.enqueue, self._docker_state)
+        self.watcher = DockerWatcher(lambda: self.cfg, self.enqueue, self._docker_state,
+                                     on_app=self._on_app)
         self.watcher.start()
 
     def _docker_state(self, state: str | None) -> None:
         """From the watcher's thread: "connected", "reconnecting", or None (not watching)."""
         self.view.docker_state = state
         self.metrics.docker_up.set(1 if state == CONNECTED else 0)
+
+
+def _discovery(cfg: Config) -> Discovery | None:
+    from tlsbridge.discovery.apply import Discovery
+
+    return Discovery() if cfg.discovery.enabled else None
 
 
 def _count(names: list[str]) -> str:

@@ -6,7 +6,7 @@ seconds (as `time()` in PromQL: alert on `tlsbridge_certificate_not_after_second
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
@@ -18,7 +18,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from tlsbridge import __version__
 
@@ -39,6 +39,9 @@ SITE_TIMES = {
 }
 SITE_FAILURES = ("tlsbridge_site_consecutive_failures",
                  "Consecutive failed attempts of the site (0: healthy)")
+SITE_UNDELIVERED = ("tlsbridge_site_undelivered",
+                    "1 while the site's published certificate is not yet verified as served "
+                    "(status `undelivered`), else 0")
 
 
 class Metrics:
@@ -49,8 +52,7 @@ class Metrics:
         ProcessCollector(registry=r)
         Gauge("tlsbridge_build_info", "tlsbridge version", ["version"], registry=r).labels(
             __version__).set(1)
-        self.sites = _SiteCollector()
-        r.register(self.sites)
+        self.sites = _SiteCollector()  # rendered apart: see render()
         self.passes = Counter("tlsbridge_passes", "Reconcile passes run, by scope (all, sites)",
                               ["scope"], registry=r)
         self.pass_errors = Counter("tlsbridge_pass_errors",
@@ -77,9 +79,23 @@ class Metrics:
         self.daemon_tls_not_after = Gauge("tlsbridge_daemon_tls_not_after_seconds",
                                           "notAfter of the Docker engine's TLS certificate "
                                           "(daemon_tls; Unix seconds)", ["cert"], registry=r)
+        self.discovered = Gauge("tlsbridge_discovered_site", "1 per site declared by an app "
+                                "container's labels (discovery)", ["site", "container"], registry=r)
+        self.discovery_skipped = Gauge("tlsbridge_discovery_skipped", "1 per labelled app container "
+                                       "skipped for a bad label or a conflict (discovery)",
+                                       ["container", "label"], registry=r)
+
+    def set_discovered(self, sites: Mapping[str, str], skipped: Iterable[tuple[str, str]]) -> None:
+        """Discovery's sites (site -> container) and skipped (container, label), replacing the last."""
+        self.discovered.clear()
+        for site, container in sites.items():
+            self.discovered.labels(site, container).set(1)
+        self.discovery_skipped.clear()
+        for container, label in skipped:
+            self.discovery_skipped.labels(container, label).set(1)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + self.sites.text()
 
     def count_reloads(self, reloaded: Mapping[str, Sequence[str]]) -> None:
         """Count the containers a delivery reloaded or started, per site."""
@@ -108,28 +124,43 @@ SiteValues = Mapping[str, "datetime | float | int | None"]
 
 
 class _SiteCollector:
-    """Per-site gauges computed at scrape time from the last snapshot.
+    """Per-site gauges, rendered once per snapshot and served as bytes until the next one.
 
-    A custom collector rather than labelled Gauge children: a snapshot is swapped in one
-    assignment (no half-updated scrape), and 200 sites cost a dict, not 1,200 metric objects.
+    Not labelled Gauge children: a snapshot is swapped in one assignment (no half-updated
+    scrape), 2,000 sites cost a dict rather than 12,000 metric objects, and a scrape between
+    two passes costs a copy of the cached text, not a walk over every site.
     """
 
     def __init__(self) -> None:
         self.snapshot: dict[str, dict[str, datetime | float | int | None]] = {}
+        self._cache: tuple[dict[str, dict[str, datetime | float | int | None]], bytes] | None = None
 
-    def describe(self) -> list[GaugeMetricFamily]:
-        return []  # names are fixed (SITE_TIMES, SITE_FAILURES); nothing to check at registration
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        snapshot = self.snapshot
-        for key, (name, text) in (*SITE_TIMES.items(), ("failures", SITE_FAILURES)):
-            family = GaugeMetricFamily(name, text, labels=["site"])
-            for site in sorted(snapshot):
-                value = snapshot[site].get(key)
+    def text(self) -> bytes:
+        snapshot, cache = self.snapshot, self._cache
+        if cache is not None and cache[0] is snapshot:
+            return cache[1]
+        lines: list[str] = []
+        names = sorted(snapshot)
+        for field, (name, text) in (*SITE_TIMES.items(), ("failures", SITE_FAILURES),
+                                    ("undelivered", SITE_UNDELIVERED)):
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
+            for site in names:
+                value = snapshot[site].get(field)
                 if value is not None:
-                    family.add_metric([site], value.timestamp() if isinstance(value, datetime)
-                                      else float(value))
-            yield family
+                    number = value.timestamp() if isinstance(value, datetime) else float(value)
+                    lines.append(f'{name}{{site="{_label(site)}"}} {_number(number)}')
+        data = ("\n".join(lines) + "\n").encode()
+        self._cache = (snapshot, data)
+        return data
+
+
+def _number(value: float) -> str:
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]  # as prometheus-client writes it
+    return text
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def _children(metric: Counter) -> list[tuple[str, ...]]:

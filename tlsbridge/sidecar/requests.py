@@ -17,6 +17,7 @@ class Kind(enum.Enum):
     PASS = "pass"  # reconcile the sites (all of them when `sites` is None)
     VERIFY = "verify"  # check that the sites' containers serve what is published
     RELOAD = "reload"  # read the config file again (SIGHUP)
+    DISCOVER = "discover"  # list the labelled app containers again (discovery)
     STOP = "stop"
 
 
@@ -44,6 +45,7 @@ class Batch:
     pass_sites: frozenset[str] = frozenset()
     verify_sites: frozenset[str] = frozenset()
     why: str = ""  # the requests' reasons, sorted, comma-separated
+    discover: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def merge(requests: Sequence[Request]) -> Batch:
             verify |= r.sites
     return Batch(reload_config=any(r.kind is Kind.RELOAD for r in requests), full_pass=full,
                  pass_sites=frozenset(sites), verify_sites=frozenset(verify),
-                 why=", ".join(sorted({r.why for r in requests if r.why})))
+                 why=", ".join(sorted({r.why for r in requests if r.why})),
+                 discover=any(r.kind is Kind.DISCOVER for r in requests))
 
 
 def work(batch: Batch, known: Set[str], config_changed: bool = False) -> Work:

@@ -36,6 +36,7 @@ def verify_sites(cfg: Config, metrics: Metrics, names: Sequence[str],
     from tlsbridge.adapters.publish import Publisher
     from tlsbridge.certinfo import parse_pem
     from tlsbridge.delivery.containers import DockerDeliverer
+    from tlsbridge.delivery.scope import own_scope
     from tlsbridge.targets import resolve
 
     publisher = Publisher(cfg.publish.dir)
@@ -52,7 +53,10 @@ def verify_sites(cfg: Config, metrics: Metrics, names: Sequence[str],
                 if site.verify is not None:  # HOST:PORT in front of the containers
                     probes = site_probes(site, want.fingerprint, [], None, now)
                 else:
-                    running = [(c, now) for c in resolve(site, adapter.containers()).targets
+                    # only this instance's containers (delivery.scope): another stack's nginx
+                    # labelled for a site of the same name is none of our business
+                    scope = own_scope(cfg.publish.dir, adapter)
+                    running = [(c, now) for c in resolve(site, adapter.containers(), scope.owns).targets
                                if c.running]
                     probes = site_probes(site, want.fingerprint, running, adapter.own_networks(), now)
             except TlsbridgeError as exc:

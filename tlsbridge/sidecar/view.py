@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from tlsbridge import __version__
 from tlsbridge.model import Action
-from tlsbridge.render.status_page import PageMeta, PageRow, render
+from tlsbridge.render.status_page import PER_PAGE, PageMeta, PageRow, attention, page_count, render
 from tlsbridge.sidecar.metrics import CONTENT_TYPE, Metrics
 from tlsbridge.sidecar.timetable import Wakeup
 
 if TYPE_CHECKING:
     from tlsbridge.adapters.certmemo import CertMemo
     from tlsbridge.config import Config
+    from tlsbridge.discovery.apply import Synced
     from tlsbridge.reconcile import SiteOutcome
     from tlsbridge.status import SiteStatus
 
@@ -57,6 +59,8 @@ class SidecarView:
         self.next_check: datetime | None = None
         self.outcomes: dict[str, str] = {}
         self.docker_state: str | None = None  # "connected" | "reconnecting" | None (not watching)
+        self.rows: Sequence[SiteStatus] = ()  # every site's status after the last pass
+        self.discovery: Synced | None = None  # the last discovery sync (skipped containers)
 
     # -- fed by the main thread ------------------------------------------------------------------
     def record(self, outcomes: Sequence[SiteOutcome], now: datetime) -> None:
@@ -75,6 +79,7 @@ class SidecarView:
         self.last_pass = now
 
     def update_metrics(self, rows: Sequence[SiteStatus], wakeups: Mapping[str, Wakeup]) -> None:
+        self.rows = rows
         sites = {}
         for r in rows:
             real = r.cert if r.cert is not None and not r.cert.placeholder else None
@@ -87,6 +92,7 @@ class SidecarView:
                 "last_success": st.last_success,
                 "next_wakeup": w.at if w else None,
                 "failures": st.failures,
+                "undelivered": 1 if r.state == "undelivered" else 0,
             }
         self._metrics.set_sites(sites)
 
@@ -114,7 +120,10 @@ class SidecarView:
     def metrics(self) -> tuple[bytes, str]:
         return self._metrics.render(), CONTENT_TYPE
 
-    def status_page(self) -> str:
+    def status_page(self, page: int = 1) -> str:
+        """Up to PER_PAGE sites: their rows re-read from local files now (current days left and
+        states); past that, which sites make up page `page`, and the summary, come from the
+        statuses of the last pass (what needs attention first)."""
         from tlsbridge.status import collect
         from tlsbridge.wiring import build_ports
 
@@ -122,10 +131,33 @@ class SidecarView:
         cfg, wakeups, outcomes = loop.cfg, loop.wakeups, self.outcomes
         now = loop.now()
         ports = build_ports(cfg, loop.memo)  # its own state store: this is an HTTP thread
-        rows = [page_row(r, wakeups.get(r.name), outcomes.get(r.name)) for r in collect(cfg, ports, now)]
+        skipped = tuple(str(s) for s in self.discovery.skips) if self.discovery else ()
         meta = PageMeta(version=__version__, ready=self.ready, last_pass=self.last_pass,
-                        next_check=self.next_check, docker=self.docker_state)
-        return render(rows, now, meta)
+                        next_check=self.next_check, docker=self.docker_state, skipped=skipped)
+
+        def row(r: SiteStatus) -> PageRow:
+            return replace(page_row(r, wakeups.get(r.name), outcomes.get(r.name)),
+                           discovered=cfg.sites[r.name].discovered if r.name in cfg.sites else None)
+
+        try:
+            if len(cfg.sites) <= PER_PAGE:
+                fresh = collect(cfg, ports, now)
+                fresh.sort(key=lambda r: attention(r.state, r.site_state.failures))
+                return render([row(r) for r in fresh], now, meta)
+            known = {r.name: r for r in self.rows if r.name in cfg.sites}
+            unknown = [n for n in cfg.sites if n not in known]  # added since (a pass follows a reload)
+            order = unknown + sorted(known, key=lambda n: attention(known[n].state,
+                                                                      known[n].site_state.failures))
+            counts: dict[str, int] = {"missing": len(unknown)} if unknown else {}
+            for r in known.values():
+                counts[r.state] = counts.get(r.state, 0) + 1
+            pages = page_count(len(order))
+            page = min(max(page, 1), pages)
+            names = order[(page - 1) * PER_PAGE:page * PER_PAGE]
+            rows = [row(r) for r in collect(cfg, ports, now, names)]
+            return render(rows, now, meta, counts=counts, page=page, pages=pages)
+        finally:
+            ports.store.close()
 
 
 def page_row(r: SiteStatus, wakeup: Wakeup | None, outcome: str | None) -> PageRow:
@@ -145,6 +177,8 @@ def page_row(r: SiteStatus, wakeup: Wakeup | None, outcome: str | None) -> PageR
         last_error=r.last_error if st.failures else None,
         last_success=st.last_success,
         failures=st.failures,
+        ca=r.ca_label if r.ca else None,
+        retry_after=r.retry_after,
     )
 
 

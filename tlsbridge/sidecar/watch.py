@@ -43,7 +43,9 @@ class EventStream(Protocol):
 
 Filters = Mapping[str, "str | Sequence[str]"]
 OpenEvents = Callable[["DockerConfig", Filters, "datetime | None"], EventStream]
-FILTERS: Filters = {"type": "container", "event": ["start"]}
+# die/destroy: discovery's apps going away (a start verifies sites and discovers apps)
+FILTERS: Filters = {"type": "container", "event": ["start", "die", "destroy"]}
+OnApp = Callable[["DockerEvent | None"], None]
 
 
 def _open_events(cfg: DockerConfig, filters: Filters, since: datetime | None) -> EventStream:
@@ -62,13 +64,16 @@ class DockerWatcher:
     def __init__(self, config: Callable[[], Config], enqueue: Callable[[Request], None],
                  on_state: Callable[[str | None], None], *, open_events: OpenEvents = _open_events,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, on_app: OnApp | None = None,
+                 owns: Callable[[Config, str], bool] | None = None) -> None:
         self._config = config
+        self._owns = owns or owned_container
         self._enqueue = enqueue
         self._on_state = on_state
         self._open = open_events
         self._now = now
         self._rng = rng or random.Random()
+        self._on_app = on_app  # discovery: told every container event, and None on (re)connection
         self._stop = threading.Event()
         self._stream: EventStream | None = None
         self._reconnect = False
@@ -106,8 +111,13 @@ class DockerWatcher:
                 if lost_at is not None:
                     logger.info("run: Docker event stream reconnected")
                 failures, lost_at = 0, None
+                if self._on_app is not None:
+                    self._on_app(None)  # a full re-list: what happened while not connected
                 for event in stream:
-                    self._on_start(event)
+                    if self._on_app is not None:
+                        self._on_app(event)
+                    if event.action == "start":
+                        self._on_start(event)
                     if self._stop.is_set():
                         break
                 else:
@@ -135,11 +145,32 @@ class DockerWatcher:
         self._on_state(None)
 
     def _on_start(self, event: DockerEvent) -> None:
-        sites = sites_of_container(self._config(), event)
+        cfg = self._config()
+        sites = sites_of_container(cfg, event)
+        if sites and not self._owns(cfg, event.id):
+            logger.debug("run: container %s started; another tlsbridge's (delivery.scope)", event.name)
+            return
         if sites:
             logger.info("run: container %s started; verifying site(s) %s", event.name or event.id[:12],
                         ", ".join(sites))
             self._enqueue(Request(Kind.VERIFY, frozenset(sites), f"container {event.name} started"))
+
+
+def owned_container(cfg: Config, container_id: str) -> bool:
+    """Whether a started container is this instance's (delivery.scope: it mounts our published
+    folder, or no other instance's). True when that cannot be told: the verification that
+    follows resolves the targets with the scope again."""
+    from tlsbridge.adapters.docker import DockerAdapter
+    from tlsbridge.delivery.scope import own_scope
+    from tlsbridge.errors import TlsbridgeError
+
+    adapter = DockerAdapter(cfg.docker)
+    try:
+        return own_scope(cfg.publish.dir, adapter).owns(adapter.container(container_id))
+    except TlsbridgeError:
+        return True
+    finally:
+        adapter.close()
 
 
 def sites_of_container(cfg: Config, event: DockerEvent) -> list[str]:

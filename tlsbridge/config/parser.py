@@ -1,4 +1,5 @@
-"""YAML -> typed, frozen config. Every error names the file, the key path and the problem.
+"""YAML -> the typed, frozen values of tlsbridge.config.model. Every error names the file,
+the key path and the problem.
 
 Loading never writes anything. Strings may use ${VAR} / ${VAR:-default} to take values from the
 environment (for secrets such as the EAB HMAC key); the interpolated values are never echoed back
@@ -10,137 +11,37 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from tlsbridge import names
-
-DIRECTORY_ALIASES = {
-    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
-    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
-}
-KEY_TYPES = ("ecdsa", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096")
-METHODS = ("webroot", "standalone", "dns")
-CHALLENGE_KEYS = ("method", "webroot", "http_port", "dns_plugin", "dns_credentials", "dns_propagation")
-_SOURCE_DEFAULT = "tlsbridge.yaml"
-
-
-@dataclass(frozen=True)
-class Eab:
-    kid: str
-    hmac_key: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class AcmeConfig:
-    directory: str = DIRECTORY_ALIASES["letsencrypt"]
-    email: str | None = None
-    ca_bundle: Path | None = None
-    key_type: str = "ecdsa"
-    profile: str | None = None
-    eab: Eab | None = None
-
-
-@dataclass(frozen=True)
-class CertbotConfig:
-    config_dir: Path = Path("/etc/letsencrypt")
-    work_dir: Path = Path("/var/lib/tlsbridge/certbot-work")
-    logs_dir: Path = Path("/var/log/tlsbridge")
-    timeout: timedelta = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class ChallengeConfig:
-    method: str = "webroot"
-    webroot: Path = Path("/var/lib/tlsbridge/acme-webroot")
-    http_port: int = 80
-    dns_plugin: str | None = None
-    dns_credentials: Path | None = None
-    dns_propagation: timedelta | None = None
-
-
-@dataclass(frozen=True)
-class PublishConfig:
-    dir: Path = Path("/var/lib/tlsbridge/certs")
-    owner: str | None = None
-    group: str | None = None
-    key_mode: int = 0o600
-    cert_mode: int = 0o644
-    keep: int = 2
-
-
-@dataclass(frozen=True)
-class StateConfig:
-    dir: Path = Path("/var/lib/tlsbridge/state")
-
-
-@dataclass(frozen=True)
-class RenewalConfig:
-    before_expiry: timedelta | None = None  # None: auto (ARI, else the lifetime rule)
-    check_interval: timedelta = timedelta(hours=12)
-    jitter: timedelta = timedelta(hours=1)
-
-
-@dataclass(frozen=True)
-class DockerConfig:
-    host: str | None = None
-    timeout: timedelta = timedelta(seconds=30)
-
-
-@dataclass(frozen=True)
-class ReloadTarget:
-    """One `reload` entry: a container by name, or every container with a label."""
-
-    container: str | None = None
-    label: str | None = None  # KEY=VALUE
-
-    def __str__(self) -> str:
-        return f"container {self.container}" if self.container else f"label {self.label}"
-
-
-@dataclass(frozen=True)
-class Site:
-    name: str
-    domains: tuple[str, ...]
-    reload: tuple[ReloadTarget, ...] = ()
-    verify: tuple[str, int] | None = None
-    upstream: str | None = None
-    hsts: bool = False
-    # The site's EFFECTIVE challenge: the top-level block with the site's own keys over it.
-    challenge: ChallengeConfig = ChallengeConfig()
-    # Which challenge keys the site itself set (to name sites.<name>.challenge.<key> in errors).
-    challenge_overrides: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DaemonTlsConfig:
-    out: Path
-    hostnames: tuple[str, ...] = ()
-    ips: tuple[str, ...] = ()
-    listen: str = "0.0.0.0:2376"
-    clients: tuple[str, ...] = ()
-    merge: Path | None = None
-    server_cert_site: str | None = None
-
-
-@dataclass(frozen=True)
-class Config:
-    source: str
-    acme: AcmeConfig
-    certbot: CertbotConfig
-    challenge: ChallengeConfig
-    publish: PublishConfig
-    state: StateConfig
-    renewal: RenewalConfig
-    docker: DockerConfig
-    sites: Mapping[str, Site]
-    daemon_tls: DaemonTlsConfig | None = None
+from tlsbridge.config.model import (
+    CHALLENGE_KEYS,
+    DEFAULT_SOURCE,
+    DIRECTORY_ALIASES,
+    KEY_TYPES,
+    METHODS,
+    AcmeConfig,
+    CaConfig,
+    CertbotConfig,
+    ChallengeConfig,
+    Config,
+    DaemonTlsConfig,
+    DiscoveryConfig,
+    DockerConfig,
+    Eab,
+    PublishConfig,
+    ReloadTarget,
+    RenewalConfig,
+    Site,
+    StateConfig,
+)
+from tlsbridge.notify import settings as notify_settings
 
 
 def default_config_path() -> Path:
-    return Path(os.environ.get("TLSBRIDGE_CONFIG") or _SOURCE_DEFAULT)
+    return Path(os.environ.get("TLSBRIDGE_CONFIG") or DEFAULT_SOURCE)
 
 
 def load(path: Path) -> Config:
@@ -150,7 +51,7 @@ def load(path: Path) -> Config:
     return parse(yamlfile.read_text(path), source=str(path), base=path.resolve().parent)
 
 
-def parse(text: str, source: str = _SOURCE_DEFAULT, base: Path | None = None) -> Config:
+def parse(text: str, source: str = DEFAULT_SOURCE, base: Path | None = None) -> Config:
     """Parse YAML text into a Config; relative paths are taken from `base` (the file's folder)."""
     from tlsbridge.adapters import yamlfile
 
@@ -166,7 +67,7 @@ class _Parser(names.Reader):
             raw,
             "",
             ("acme", "certbot", "challenge", "publish", "state", "renewal", "docker", "sites",
-             "daemon_tls"),
+             "daemon_tls", "notify", "discovery"),
         )
         challenge = self.challenge(top.get("challenge"))
         top_challenge = self.mapping(top.get("challenge"), "challenge", CHALLENGE_KEYS)
@@ -183,21 +84,26 @@ class _Parser(names.Reader):
             docker=self.docker(top.get("docker")),
             sites=sites,
             daemon_tls=daemon_tls,
+            notify=notify_settings.parse(self, top.get("notify")),
+            discovery=self.discovery(top.get("discovery")),
         )
+
+    def discovery(self, raw: Any) -> DiscoveryConfig:
+        m, d = self.mapping(raw, "discovery", ("enabled", "grace", "dir")), DiscoveryConfig()
+        grace = self.duration(m["grace"], "discovery.grace") if "grace" in m else d.grace
+        if grace < timedelta(0):
+            self.error("discovery.grace", "must be a duration of 0s or more")
+        return DiscoveryConfig(enabled=self.boolean(m.get("enabled", False), "discovery.enabled"),
+                               grace=grace, dir=self.req_path(m.get("dir", str(d.dir)), "discovery.dir"))
 
     def state(self, raw: Any) -> StateConfig:
         m = self.mapping(raw, "state", ("dir",))
         return StateConfig(dir=self.req_path(m.get("dir", str(StateConfig().dir)), "state.dir"))
 
     def acme(self, raw: Any) -> AcmeConfig:
-        m = self.mapping(raw, "acme", ("directory", "email", "ca_bundle", "key_type", "profile", "eab"))
-        directory = self.string(m.get("directory", "letsencrypt"), "acme.directory") or ""
-        directory = DIRECTORY_ALIASES.get(directory, directory)
-        if not re.match(r"^https?://[^/\s]+", directory):
-            self.error("acme.directory", "expected letsencrypt, letsencrypt-staging or an http(s):// URL")
-        email = self.string(m.get("email"), "acme.email", optional=True)
-        if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-            self.error("acme.email", "not an e-mail address")
+        m = self.mapping(raw, "acme", ("directory", "email", "ca_bundle", "key_type", "profile", "eab",
+                                       "fallback"))
+        primary = self.ca(m, "acme", None)
         ca_bundle = self.path(m.get("ca_bundle"), "acme.ca_bundle", optional=True)
         if ca_bundle is not None and not ca_bundle.is_file():
             self.error("acme.ca_bundle", f"{ca_bundle} is not a readable file")
@@ -207,16 +113,36 @@ class _Parser(names.Reader):
         profile = self.string(m.get("profile"), "acme.profile", optional=True)
         if profile is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", profile):
             self.error("acme.profile", "a profile name is letters, digits, '.', '_' or '-'")
+        if not isinstance(raw_fb := m.get("fallback") or [], list):
+            self.error("acme.fallback", f"expected a list of {{directory, email, eab}}, got {names.kind(raw_fb)}")
+        fallback = tuple(self.ca(self.mapping(e, f"acme.fallback[{i}]", ("directory", "email", "eab")),
+                                 f"acme.fallback[{i}]", primary) for i, e in enumerate(raw_fb))
+        for i, ca in enumerate(fallback):
+            if ca.directory in [c.directory for c in (primary, *fallback[:i])]:
+                self.error(f"acme.fallback[{i}].directory", f"{ca.directory} is already listed")
+        return AcmeConfig(directory=primary.directory, email=primary.email, ca_bundle=ca_bundle,
+                          key_type=key_type, profile=profile, eab=primary.eab, fallback=fallback)
+
+    def ca(self, m: Mapping[str, Any], key: str, primary: CaConfig | None) -> CaConfig:
+        """One CA's directory, email and eab (acme, or a fallback: its email defaults to the primary's)."""
+        if primary is not None and "directory" not in m:
+            self.error(f"{key}.directory", "is required (an ACME directory URL)")
+        directory = self.string(m.get("directory", "letsencrypt"), f"{key}.directory") or ""
+        directory = DIRECTORY_ALIASES.get(directory, directory)
+        if not re.match(r"^https?://[^/\s]+", directory):
+            self.error(f"{key}.directory", "expected letsencrypt, letsencrypt-staging or an http(s):// URL")
+        email = self.string(m["email"], f"{key}.email", optional=True) if "email" in m else (
+            primary.email if primary else None)
+        if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+            self.error(f"{key}.email", "not an e-mail address")
         eab = None
         if m.get("eab") is not None:
-            e = self.mapping(m["eab"], "acme.eab", ("kid", "hmac_key"))
-            for key in ("kid", "hmac_key"):
-                if key not in e:
-                    self.error(f"acme.eab.{key}", "is required when acme.eab is set")
-            eab = Eab(kid=self.string(e["kid"], "acme.eab.kid") or "",
-                      hmac_key=self.string(e["hmac_key"], "acme.eab.hmac_key") or "")
-        return AcmeConfig(directory=directory, email=email, ca_bundle=ca_bundle, key_type=key_type,
-                          profile=profile, eab=eab)
+            e = self.mapping(m["eab"], f"{key}.eab", ("kid", "hmac_key"))
+            if missing := [k for k in ("kid", "hmac_key") if k not in e]:
+                self.error(f"{key}.eab.{missing[0]}", f"is required when {key}.eab is set")
+            eab = Eab(kid=self.string(e["kid"], f"{key}.eab.kid") or "",
+                      hmac_key=self.string(e["hmac_key"], f"{key}.eab.hmac_key") or "")
+        return CaConfig(directory=directory, email=email, eab=eab)
 
     def certbot(self, raw: Any) -> CertbotConfig:
         m = self.mapping(raw, "certbot", ("config_dir", "work_dir", "logs_dir", "timeout"))

@@ -1,0 +1,1 @@
+"""Sites declared by labels of app containers: pure rules (rules.py) and the engine side (apply.py)."""
