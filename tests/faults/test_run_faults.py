@@ -37,19 +37,27 @@ def test_sighup_with_a_bad_config_keeps_the_running_one_and_a_fixed_one_is_taken
         d.wait_ready()
         assert orders(env, "one") == 1
         published = env.published("one")
-        for n, (what, (text, names)) in enumerate(bad.items(), 1):
+        rejected = 0
+        for what, (text, names) in bad.items():
             if text is None:
                 env.config_path.unlink()
             else:
                 env.config_path.write_text(text)
+            before = d.metric(ERR) or 0
             errors_before = len([r for r in d.logs() if r["level"] == "ERROR"])
             d.send(signal.SIGHUP)
-            wait_until(f"the reload of {what} to be rejected", lambda n=n: d.metric(ERR) == n, timeout=15)
+            wait_until(f"the reload of {what} to be rejected", lambda b=before: (d.metric(ERR) or 0) > b, timeout=15)
+            # the SIGHUP's reload, and the config watcher's when it saw the change apart from it:
+            # one ERROR line per rejected reload
+            delta = int((d.metric(ERR) or 0) - before)
+            wait_until("its error line", lambda b=errors_before, n=delta: len(
+                [r for r in d.logs() if r["level"] == "ERROR"]) - b >= n, timeout=5)
             errors = [r for r in d.logs() if r["level"] == "ERROR"][errors_before:]
-            print(f"SIGHUP with {what}: {errors[0]['msg'] if errors else d.tail()}")
-            assert len(errors) == 1, errors
-            assert "keeping the running one" in errors[0]["msg"] and names in errors[0]["msg"], errors[0]
-            assert path in errors[0]["msg"]
+            rejected += 1
+            print(f"SIGHUP with {what}: {delta} rejected reload(s): {errors[0]['msg']}")
+            assert 1 <= len(errors) <= 2 and len(errors) >= delta, errors
+            for e in errors:
+                assert "keeping the running one" in e["msg"] and names in e["msg"] and path in e["msg"], e
             assert d.proc is not None and d.proc.poll() is None
             assert d.get("/healthz")[0] == 200 and d.get("/readyz")[0] == 200
             assert d.metric('tlsbridge_site_consecutive_failures{site="one"}') == 0  # still known
@@ -61,7 +69,7 @@ def test_sighup_with_a_bad_config_keeps_the_running_one_and_a_fixed_one_is_taken
         d.send(signal.SIGHUP)
         wait_until("the fixed config's new site", lambda: d.metric('tlsbridge_issuances_total{site="two"}') == 1,
                    timeout=90)
-        assert d.metric(OK) == 1 and d.metric(ERR) == len(bad)
+        assert (d.metric(OK) or 0) >= 1 and (d.metric(ERR) or 0) >= rejected == len(bad)
         assert env.published("two") == env.lineage("two")
         assert env.published("one") == published and orders(env, "one") == 1
         rc, _ = d.stop()
