@@ -26,13 +26,14 @@ def deployment(root: Path, pebble: object, sites: dict[str, dict[str, object]]) 
 
 
 def orders(env: TbEnv, site: str) -> int:
-    """Certificates certbot obtained for a site: versions in archive/, in every lineage of it
-    (a second lineage `site-0001` would be a double issuance too)."""
+    """Certificates certbot obtained for a site: the newest version N of archive/<lineage>/certN.pem,
+    in every lineage of it (a second lineage `site-0001` would be a double issuance too). Not the
+    number of files: certbot 5 keeps only the newest 6 versions (RenewableCert.truncate)."""
     archive = env.config_dir / "archive"
     if not archive.is_dir():
         return 0
-    return sum(len(list(d.glob("cert*.pem"))) for d in archive.iterdir()
-               if d.name == site or d.name.startswith(f"{site}-"))
+    return sum(max((int(p.name[4:-4]) for p in d.glob("cert*.pem") if p.name[4:-4].isdigit()), default=0)
+               for d in archive.iterdir() if d.name == site or d.name.startswith(f"{site}-"))
 
 
 def start(env: TbEnv, *args: str) -> subprocess.Popen[str]:
@@ -146,3 +147,17 @@ def fill(folder: Path) -> int:
         while True:  # the last partial block
             written += fh.write(b"\0" * 512)
     return written
+
+
+def certbot_running(root: Path) -> bool:
+    """Whether a certbot child (tlsbridge's certbot_main) works on this deployment's tree."""
+    for pid in processes_under(root):
+        with contextlib.suppress(OSError):
+            if b"certbot_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+    return False
+
+
+# How many times each of the CA, delivery and sidecar faults is injected: 1 in `make test` (time),
+# more for a soak: TLSBRIDGE_FAULT_ROUNDS=5 .venv/bin/python -m pytest tests/faults -q -s
+ROUNDS = max(1, int(os.environ.get("TLSBRIDGE_FAULT_ROUNDS", "1")))

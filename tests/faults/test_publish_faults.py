@@ -18,6 +18,7 @@ from tlsbridge.adapters.publish import Publisher
 from tlsbridge.certinfo import key_matches_cert
 
 KILLS = 8
+TRIGGERS = ("site=one issued", "site=one published", "site=two running certbot", "site=two issued")
 
 
 def test_kill_9_during_publication_never_shows_a_broken_pair_and_the_next_run_repairs(
@@ -29,13 +30,20 @@ def test_kill_9_during_publication_never_shows_a_broken_pair_and_the_next_run_re
     readers = [Reader(env.publish_dir / s) for s in ("one", "two")]
     killed = 0
     with readers[0], readers[1]:
-        for _ in range(KILLS):
+        for k in range(KILLS):
             proc = start(env, "renew", "--force")
-            # certbot takes ~3 s per site; publication follows each: kill anywhere in the pass
-            time.sleep(rng.uniform(1.5, 6.5))
-            killed += proc.poll() is None
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+            # kill right at a step of the pass, read from its own log as it goes (a fixed sleep
+            # missed more and more passes as they got faster), give or take 50 ms
+            trigger = TRIGGERS[k % len(TRIGGERS)]
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if trigger in line:
+                    break
+            time.sleep(rng.uniform(0, 0.05))
+            if proc.poll() is None:  # not reaped yet: the PID is still this process's
+                killed += 1
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate()
             reap(env.root)  # certbot may outlive it (issue 11.3): let it end before the repair
             repair = env.run("renew")
             assert repair.returncode == 0, repair.stderr
