@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tlsbridge.adapters.files import write_all
 from tlsbridge.errors import PublishError
 
 logger = logging.getLogger(__name__)
@@ -351,10 +352,7 @@ def _write(dfd: int, name: str, data: bytes, mode: int, uid: int, gid: int) -> N
         if uid != -1 or gid != -1:
             os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        write_all(fd, data)
     finally:
         os.close(fd)
 
